@@ -1,0 +1,138 @@
+"""Manifests: the list of videos of a dataset, as a CSV with `path,label,split`.
+
+`label` holds class names or integer ids; `path` is absolute or relative to the manifest's folder.
+The class list is the sorted set of names, unless a `classes.txt` sits beside the manifest (one
+name per line, in id order), which importers write so that ids match the dataset's official ones.
+"""
+
+from __future__ import annotations
+
+import csv
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from vidcache.errors import DataError
+
+SPLITS = ("train", "val", "test")
+
+
+@dataclass
+class Manifest:
+    """Videos in a fixed order (the store's row order), their labels (-1 = none) and splits."""
+
+    paths: list[str]
+    labels: np.ndarray  # int32 [V], -1 when unlabelled
+    splits: list[str]
+    classes: list[str] = field(default_factory=list)
+    source: str = ""  # where it was read from, for messages
+
+    def __post_init__(self):
+        self.labels = np.asarray(self.labels, dtype=np.int32)
+        if not (len(self.paths) == len(self.labels) == len(self.splits)):
+            raise DataError("manifest columns differ in length: paths, labels and splits must match")
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def split_indices(self, split: str) -> np.ndarray:
+        """Row indices of one split; an unknown split names the ones that exist."""
+        idx = np.array([i for i, s in enumerate(self.splits) if s == split], dtype=np.int64)
+        if len(idx) == 0:
+            have = ", ".join(f"{k} ({n})" for k, n in sorted(Counter(self.splits).items()))
+            raise DataError(f"split {split!r} is empty or unknown in {self.source or 'the manifest'}; "
+                            f"splits present: {have or 'none'}")
+        return idx
+
+    def counts(self) -> dict[str, int]:
+        return dict(sorted(Counter(self.splits).items()))
+
+    def write(self, path: str | Path, relative: bool = True) -> Path:
+        """Write `path,label,split` (label as class name when classes are known) and classes.txt."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        root = path.parent.resolve()
+        tmp = path.with_name(path.name + ".tmp")
+        with open(tmp, "w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(["path", "label", "split"])
+            for p, y, s in zip(self.paths, self.labels.tolist(), self.splits):
+                if relative and not _is_url(p):
+                    try:
+                        p = str(Path(p).resolve().relative_to(root))
+                    except ValueError:
+                        pass
+                label = self.classes[y] if (self.classes and y >= 0) else ("" if y < 0 else str(y))
+                w.writerow([p, label, s])
+        tmp.replace(path)
+        if self.classes:
+            (path.parent / "classes.txt").write_text("\n".join(self.classes) + "\n")
+        return path
+
+
+def _is_url(p: str) -> bool:
+    return "://" in p
+
+
+def read_manifest(path: str | Path) -> Manifest:
+    """Read a manifest CSV; every malformed row is reported at once with its line number."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"manifest not found: {path} (make one with `vidcache data manifest ROOT` "
+                        f"or `vidcache data synth OUT`)")
+    with open(path, newline="") as f:
+        rows = list(csv.reader(f))
+    if not rows or [c.strip() for c in rows[0][:3]] != ["path", "label", "split"]:
+        raise DataError(f"{path}: first line must be the header 'path,label,split'")
+    root = path.parent.resolve()
+    paths, raw_labels, splits, problems = [], [], [], []
+    for lineno, row in enumerate(rows[1:], start=2):
+        if not row or all(not c.strip() for c in row):
+            continue
+        if len(row) < 3:
+            problems.append(f"line {lineno}: expected 3 columns, got {len(row)}")
+            continue
+        p, y, s = (c.strip() for c in row[:3])
+        if not p:
+            problems.append(f"line {lineno}: empty path")
+        if not s:
+            problems.append(f"line {lineno}: empty split")
+        paths.append(p if (_is_url(p) or Path(p).is_absolute()) else str(root / p))
+        raw_labels.append(y)
+        splits.append(s)
+    if problems:
+        raise DataError(f"{path}: " + "; ".join(problems[:10]) + (" ..." if len(problems) > 10 else ""))
+    if not paths:
+        raise DataError(f"{path}: the manifest lists no videos")
+
+    classes_file = path.parent / "classes.txt"
+    classes = [c.strip() for c in classes_file.read_text().splitlines() if c.strip()] if classes_file.is_file() else []
+    named = [y for y in raw_labels if y and not _is_int(y)]
+    if not classes and named:
+        classes = sorted(set(named))
+    index = {c: i for i, c in enumerate(classes)}
+    labels = []
+    for lineno, y in enumerate(raw_labels, start=2):
+        if y == "":
+            labels.append(-1)
+        elif y in index:
+            labels.append(index[y])
+        elif _is_int(y):
+            labels.append(int(y))
+        else:
+            problems.append(f"line {lineno}: label {y!r} is not in classes.txt")
+    if problems:
+        raise DataError(f"{path}: " + "; ".join(problems[:10]))
+    if not classes and any(y >= 0 for y in labels):
+        classes = [str(i) for i in range(max(labels) + 1)]
+    return Manifest(paths, np.array(labels, dtype=np.int32), splits, classes, source=str(path))
+
+
+def _is_int(s: str) -> bool:
+    try:
+        int(s)
+        return True
+    except ValueError:
+        return False

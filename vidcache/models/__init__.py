@@ -1,0 +1,1 @@
+"""Backbones: one interface, one registry, and the video ViT shared by several stages."""
