@@ -1,0 +1,170 @@
+import json
+
+import h5py
+import numpy as np
+import pytest
+
+from vidcache.cache import DONE, FAILED, PENDING, ArraySpec, Store
+from vidcache.data.manifest import Manifest
+from vidcache.errors import DataError, StoreError
+
+C, D = 3, 8
+ARRAYS = {"clips/emb": ArraySpec((C, D), "float16"), "clips/box": ArraySpec((C, 6), "float32"),
+          "clips/tokens": ArraySpec((C, 4, D), "float16", videos_per_chunk=1)}
+
+
+def make_manifest(n=21):
+    splits = ["train", "val", "test"]
+    return Manifest([f"v{i}.mp4" for i in range(n)], np.arange(n) % 3, [splits[i % 3] for i in range(n)],
+                    ["a", "b", "c"])
+
+
+def fake_block(store, b, rng):
+    s, e = store.block_range(b)
+    n = e - s
+    return {"clips/emb": rng.standard_normal((n, C, D)).astype(np.float16),
+            "clips/box": rng.random((n, C, 6)).astype(np.float32),
+            "clips/tokens": rng.standard_normal((n, C, 4, D)).astype(np.float16)}
+
+
+def test_two_ranks_write_shuffled_blocks_and_load_equals_written(tmp_path, rng):
+    m = make_manifest(21)
+    store = Store.create(tmp_path / "s.zarr", "clips", m, {"backbone": "x"}, ARRAYS, videos_per_block=4)
+    assert store.num_blocks == 6
+    assert store.blocks_for(0, 2) == [0, 2, 4] and store.blocks_for(1, 2) == [1, 3, 5]
+    expected = {}
+    order = [(r, b) for r in (0, 1) for b in store.blocks_for(r, 2)]
+    for i in rng.permutation(len(order)):
+        rank, b = order[i]
+        w = Store.open(tmp_path / "s.zarr", mode="r+")  # each "rank" opens its own handle
+        data = fake_block(w, b, rng)
+        w.write_block(b, data, [DONE] * len(data["clips/emb"]), meta={"num_frames": [10] * len(data["clips/emb"])})
+        expected[b] = data
+    r = Store.open(tmp_path / "s.zarr")
+    assert r.pending_blocks() == []
+    full = {k: np.concatenate([expected[b][k] for b in range(6)]) for k in ARRAYS}
+    out = r.load(("emb", "box", "tokens"), split="val")
+    rows = np.arange(21)[1::3]
+    np.testing.assert_array_equal(out["index"], rows)
+    np.testing.assert_array_equal(out["label"], rows % 3)
+    np.testing.assert_array_equal(out["emb"], full["clips/emb"][rows])
+    np.testing.assert_array_equal(out["box"], full["clips/box"][rows])
+    np.testing.assert_array_equal(out["tokens"], full["clips/tokens"][rows])
+    assert r.verify().ok
+    assert r.counts() == {"done": 21, "failed": 0, "pending": 0}
+    assert (r.videos()["num_frames"] == 10).all()
+
+
+def test_pending_blocks_and_failed_rows(tmp_path, rng):
+    store = Store.create(tmp_path / "s.zarr", "clips", make_manifest(10), {"a": 1}, ARRAYS, videos_per_block=4)
+    assert store.pending_blocks() == [0, 1, 2]
+    data = fake_block(store, 1, rng)
+    store.write_block(1, data, [DONE, FAILED, DONE, DONE], ["", "decode error: truncated", "", ""])
+    assert store.pending_blocks() == [0, 2]
+    assert store.pending_blocks(rank=1, world=2) == []
+    info = store.info()
+    assert info["counts"] == {"done": 3, "failed": 1, "pending": 6}
+    assert info["failures"] == [{"row": 5, "path": "v5.mp4", "error": "decode error: truncated"}]
+    with pytest.raises(StoreError, match="without an error"):
+        store.write_block(0, fake_block(store, 0, rng), [FAILED, DONE, DONE, DONE])
+    with pytest.raises(StoreError, match="final status"):
+        store.write_block(0, fake_block(store, 0, rng), [PENDING, DONE, DONE, DONE])
+    # Only done rows are loaded.
+    assert store.load(("emb",))["index"].tolist() == [4, 6, 7]
+
+
+def test_unreadable_chunk_counts_as_not_done(tmp_path, rng):
+    store = Store.create(tmp_path / "s.zarr", "clips", make_manifest(8), {"a": 1}, ARRAYS, videos_per_block=4)
+    for b in range(2):
+        store.write_block(b, fake_block(store, b, rng), [DONE] * 4)
+    assert store.pending_blocks() == []
+    chunk = tmp_path / "s.zarr" / "clips" / "emb" / "c" / "1" / "0" / "0"
+    chunk.write_bytes(chunk.read_bytes()[:10])  # a write torn by a kill
+    assert store.pending_blocks() == [1]
+    assert not store.verify().ok
+
+
+def test_config_mismatch_is_refused_naming_fields(tmp_path):
+    m = make_manifest()
+    Store.create(tmp_path / "s.zarr", "clips", m, {"backbone": "tiny", "protocol": "5x3"}, ARRAYS)
+    same = Store.open_or_create(tmp_path / "s.zarr", "clips", m, {"backbone": "tiny", "protocol": "5x3"}, ARRAYS)
+    assert same.config["protocol"] == "5x3"
+    with pytest.raises(StoreError, match=r"differs in: protocol \('5x3' != '1x1'\)"):
+        Store.open_or_create(tmp_path / "s.zarr", "clips", m, {"backbone": "tiny", "protocol": "1x1"}, ARRAYS)
+    with pytest.raises(StoreError, match="another manifest"):
+        Store.open_or_create(tmp_path / "s.zarr", "clips", make_manifest(5),
+                             {"backbone": "tiny", "protocol": "5x3"}, ARRAYS)
+    with pytest.raises(StoreError, match="already exists"):
+        Store.create(tmp_path / "s.zarr", "clips", m, {"backbone": "tiny"}, ARRAYS)
+    s = Store.open_or_create(tmp_path / "s.zarr", "clips", m, {"backbone": "tiny", "protocol": "1x1"}, ARRAYS,
+                             overwrite=True)
+    assert s.config["protocol"] == "1x1"
+
+
+def test_open_checks_schema_kind_and_existence(tmp_path):
+    with pytest.raises(StoreError, match="not a vidcache store"):
+        Store.open(tmp_path / "nothing.zarr")
+    Store.create(tmp_path / "s.zarr", "clips", make_manifest(), {}, ARRAYS)
+    with pytest.raises(StoreError, match="is a 'clips' store, expected a 'codes' store"):
+        Store.open(tmp_path / "s.zarr", kind="codes")
+    meta_file = tmp_path / "s.zarr" / "zarr.json"
+    meta = json.loads(meta_file.read_text())
+    meta["attributes"]["vidcache"]["schema"] = 99
+    meta_file.write_text(json.dumps(meta))
+    with pytest.raises(StoreError, match="schema 99"):
+        Store.open(tmp_path / "s.zarr")
+
+
+def test_verify_catches_done_row_without_data_and_nan(tmp_path, rng):
+    store = Store.create(tmp_path / "s.zarr", "clips", make_manifest(8), {}, ARRAYS, videos_per_block=4)
+    data = fake_block(store, 0, rng)
+    data["clips/emb"][2] = 0  # "done" but nothing written
+    data["clips/box"][3, 0, 0] = np.nan
+    store.write_block(0, data, [DONE] * 4)
+    report = store.verify()
+    assert not report.ok
+    text = str(report)
+    assert "clips/emb: 1 done row(s) without data (rows [2])" in text
+    assert "clips/box: 1 done row(s) with NaN/inf (rows [3])" in text
+
+
+def test_unknown_split_is_a_clear_error(tmp_path):
+    store = Store.create(tmp_path / "s.zarr", "clips", make_manifest(), {}, ARRAYS)
+    with pytest.raises(DataError, match="split 'tset' is not in .*splits present: test, train, val"):
+        store.load(("emb",), split="tset")
+
+
+def test_hdf5_export_equals_store(tmp_path, rng):
+    store = Store.create(tmp_path / "s.zarr", "clips", make_manifest(9), {"k": 1}, ARRAYS, videos_per_block=4)
+    for b in range(store.num_blocks):
+        s, e = store.block_range(b)
+        store.write_block(b, fake_block(store, b, rng), [DONE] * (e - s - 1) + [FAILED], [""] * (e - s - 1) + ["bad"])
+    store.add_array("clips/token_codebook", np.arange(12, dtype=np.float32).reshape(3, 4))
+    out = store.export_h5(tmp_path / "s.h5")
+    with h5py.File(out) as f:
+        for name in ("clips/emb", "clips/box", "clips/tokens", "videos/status", "videos/label",
+                     "clips/token_codebook"):
+            np.testing.assert_array_equal(f[name][:], store.group[name][:])
+        assert [x.decode() for x in f["videos/path"][:]] == list(store.group["videos/path"][:])
+        assert [x.decode() for x in f["videos/error"][:]] == list(store.group["videos/error"][:])
+        assert json.loads(f.attrs["config_hash"]) == store.config_hash
+
+
+@pytest.mark.parametrize("scheme", ["memory://", "file://"])
+def test_fsspec_urls(tmp_path, rng, scheme):
+    url = f"{scheme}{tmp_path}/s.zarr" if scheme == "file://" else f"memory://{tmp_path.name}/s.zarr"
+    store = Store.create(url, "clips", make_manifest(8), {"a": 1}, ARRAYS, videos_per_block=4)
+    data = fake_block(store, 1, rng)
+    store.write_block(1, data, [DONE] * 4)
+    again = Store.open(url)
+    assert again.pending_blocks() == [0]
+    np.testing.assert_array_equal(again.load(("emb",))["emb"], data["clips/emb"])
+    assert again.info()["bytes_on_disk"] > 0
+
+
+def test_default_block_keeps_chunks_several_megabytes():
+    from vidcache.cache.store import default_videos_per_block
+
+    # [5, 768] float16 = 7,680 bytes per video -> 1,024 videos per block ~ 7.9 MB chunks
+    assert default_videos_per_block(100_000, {"clips/emb": ArraySpec((5, 768), "float16")}) == 1024
+    assert default_videos_per_block(20, {"clips/emb": ArraySpec((5, 768), "float16")}) == 32
