@@ -1,0 +1,139 @@
+"""The SCALE predictor: a small transformer over a set of cached clip embeddings.
+
+Each clip enters as its (standardised) embedding projected to the hidden width, or as the learned
+MSK token when masked; every token, masked or not, gets the position encoding P = MLP(box) of its
+normalised space-time box; a learned CLS token is prepended. The encoder returns one output per
+clip (the Ĉ_i) and the CLS output (the set summary, "SET token").
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+
+class Attention(nn.Module):
+    def __init__(self, dim: int, num_heads: int, dropout: float = 0.0):
+        super().__init__()
+        self.num_heads = num_heads
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.proj = nn.Linear(dim, dim)
+        self.dropout = dropout
+
+    def forward(self, x: Tensor) -> Tensor:
+        B, N, D = x.shape
+        q, k, v = self.qkv(x).view(B, N, 3, self.num_heads, D // self.num_heads).permute(2, 0, 3, 1, 4)
+        x = F.scaled_dot_product_attention(q, k, v, dropout_p=self.dropout if self.training else 0.0)
+        return self.proj(x.transpose(1, 2).reshape(B, N, D))
+
+
+class Block(nn.Module):
+    """Pre-norm transformer layer (as in ViT), stable without warm-up at small depth."""
+
+    def __init__(self, dim: int, num_heads: int, mlp_ratio: float = 4.0, dropout: float = 0.0):
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim)
+        self.attn = Attention(dim, num_heads, dropout)
+        self.norm2 = nn.LayerNorm(dim)
+        hidden = int(dim * mlp_ratio)
+        self.mlp = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Dropout(dropout),
+                                 nn.Linear(hidden, dim), nn.Dropout(dropout))
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = x + self.attn(self.norm1(x))
+        return x + self.mlp(self.norm2(x))
+
+
+def mlp(in_dim: int, hidden: int, out_dim: int, layers: int = 3) -> nn.Sequential:
+    """Linear-GELU stack without batch norm (the thesis' contrastive heads use none)."""
+    mods: list[nn.Module] = []
+    dims = [in_dim] + [hidden] * (layers - 1) + [out_dim]
+    for i in range(layers):
+        mods.append(nn.Linear(dims[i], dims[i + 1]))
+        if i < layers - 1:
+            mods.append(nn.GELU())
+    return nn.Sequential(*mods)
+
+
+class SCALEPredictor(nn.Module):
+    """Set transformer over clip embeddings [B, K, D] and boxes [B, K, 6].
+
+    `forward(emb, box, mask)` returns `(clips [B, K, H], cls [B, H])`; `mask` [B, K] bool marks the
+    clips replaced by the MSK token (None = no masking, as at evaluation).
+    """
+
+    def __init__(self, in_dim: int, hidden_dim: int = 256, depth: int = 2, num_heads: int = 4,
+                 mlp_ratio: float = 4.0, dropout: float = 0.0):
+        super().__init__()
+        self.in_dim, self.hidden_dim = in_dim, hidden_dim
+        # Per-dimension statistics of the training embeddings; identity until set_stats().
+        # Cached backbones differ by orders of magnitude in scale, so this keeps one lr working.
+        self.register_buffer("feat_mean", torch.zeros(in_dim))
+        self.register_buffer("feat_std", torch.ones(in_dim))
+        self.input_proj = nn.Linear(in_dim, hidden_dim)
+        self.box_mlp = mlp(6, hidden_dim, hidden_dim, layers=2)
+        self.mask_token = nn.Parameter(torch.zeros(hidden_dim))
+        self.cls_token = nn.Parameter(torch.zeros(hidden_dim))
+        self.blocks = nn.ModuleList(Block(hidden_dim, num_heads, mlp_ratio, dropout) for _ in range(depth))
+        self.norm = nn.LayerNorm(hidden_dim)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        for m in self.modules():
+            if isinstance(m, nn.Linear):
+                nn.init.trunc_normal_(m.weight, std=0.02)
+                nn.init.zeros_(m.bias)
+            elif isinstance(m, nn.LayerNorm):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+        nn.init.trunc_normal_(self.mask_token, std=0.02)
+        nn.init.trunc_normal_(self.cls_token, std=0.02)
+
+    @torch.no_grad()
+    def set_stats(self, mean: Tensor, std: Tensor) -> None:
+        self.feat_mean.copy_(mean)
+        self.feat_std.copy_(std.clamp_min(1e-6))
+
+    def embed(self, emb: Tensor) -> Tensor:
+        """Clip embeddings [..., D] as the predictor sees them: standardised and projected to H."""
+        return self.input_proj((emb.float() - self.feat_mean) / self.feat_std)
+
+    def forward(self, emb: Tensor, box: Tensor, mask: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        x = self.embed(emb)
+        if mask is not None:
+            x = torch.where(mask.unsqueeze(-1), self.mask_token.to(x.dtype), x)
+        x = x + self.box_mlp(box.float())
+        x = torch.cat([self.cls_token.expand(x.shape[0], 1, -1), x], dim=1)
+        for blk in self.blocks:
+            x = blk(x)
+        x = self.norm(x)
+        return x[:, 1:], x[:, 0]
+
+
+class SCALEModel(nn.Module):
+    """Predictor plus the four contrastive heads of the pretext task.
+
+    MCM pairs a masked clip's output Ĉ_i (head `mcm_pred`) with its original clip C_i (head
+    `mcm_target`); SET pairs CLS^1 (head `set_a`) with CLS^2 (head `set_b`). Each pair has its own
+    two heads, as in the thesis' L_ctr(A, B, θ_A, θ_B). Only `predictor` is kept for evaluation.
+    """
+
+    def __init__(self, in_dim: int, hidden_dim: int = 256, depth: int = 2, num_heads: int = 4,
+                 mlp_ratio: float = 4.0, dropout: float = 0.0, head_hidden: int = 512, proj_dim: int = 128):
+        super().__init__()
+        self.predictor = SCALEPredictor(in_dim, hidden_dim, depth, num_heads, mlp_ratio, dropout)
+        self.mcm_pred = mlp(hidden_dim, head_hidden, proj_dim)
+        self.mcm_target = mlp(hidden_dim, head_hidden, proj_dim)
+        self.set_a = mlp(hidden_dim, head_hidden, proj_dim)
+        self.set_b = mlp(hidden_dim, head_hidden, proj_dim)
+        for head in (self.mcm_pred, self.mcm_target, self.set_a, self.set_b):
+            for m in head.modules():
+                if isinstance(m, nn.Linear):
+                    nn.init.trunc_normal_(m.weight, std=0.02)
+                    nn.init.zeros_(m.bias)
+
+    @classmethod
+    def from_config(cls, in_dim: int, cfg) -> "SCALEModel":
+        return cls(in_dim, cfg.hidden_dim, cfg.depth, cfg.num_heads, cfg.mlp_ratio, cfg.dropout,
+                   cfg.head_hidden, cfg.proj_dim)
