@@ -1,0 +1,261 @@
+"""Sampling protocols: which clips (frames + crop box) of a video the backbone sees.
+
+A protocol string names a fixed number of clips per video, C, which becomes the clip axis of the
+store (`clips/emb [V, C, D]`, `clips/box [V, C, 6]`):
+
+| protocol        | C     | temporal placement                         | spatial crop                                   | use                                  |
+|-----------------|-------|--------------------------------------------|------------------------------------------------|--------------------------------------|
+| `1x1`           | 1     | one window at the centre of the video      | centre square                                  | cheap single-view probing            |
+| `NxS`           | N*S   | N windows spread uniformly (see below)     | S squares spread along the long side           | `5x3` K400 eval, `2x3` SSv2 eval     |
+| `uniform:C`     | C     | C windows spread uniformly                 | centre square                                  | dense coverage of long videos        |
+| `random:C:seed` | C     | C windows at uniform random start frames   | random area/aspect rectangle (RandomResizedCrop) | SCALE training clips                 |
+
+Clip order is temporal-major: clip `t * S + s` is temporal window t, spatial crop s.
+
+Temporal windows. A clip has `clip_len` frames `stride` apart, so it spans `(clip_len-1)*stride+1`
+frames. N uniform windows start at `round(i * (num_frames - span) / (N - 1))`: the first starts at
+frame 0 and the last ends on the last frame; a single window is centred. A video shorter than one
+span is never dropped: every window covers the whole video with `clip_len` indices spread evenly
+over it (frames repeat when the video has fewer than `clip_len`), and the box says so (t0 = 0,
+t1 = 1) instead of pretending to a span the video does not have.
+
+Spatial crops (`NxS`, `uniform:C`, `1x1`). Evaluation resizes the short side to the backbone's image
+size and takes S square crops of that size along the long side (left/centre/right for landscape,
+top/centre/bottom for portrait; S = 1 is the centre). In original pixels that is a square whose side
+is the short side; `crop_size_hint` (a fraction of the short side, default 1.0) shrinks it for the
+"resize to 256, crop 224" convention (0.875). Crops are defined on the original frame so that the
+box is exact; `transforms.clip_tensor` crops there and then resizes to the backbone's size.
+
+Random clips (`random:C:seed`). SCALE's training clips come from PySlowFast's standard training
+augmentation (random temporal position, RandomResizedCrop); the thesis gives no numbers, so the
+defaults are: temporal start uniform over the valid starts, crop area uniform in
+`RANDOM_SCALE = (0.25, 1.0)` of the frame, aspect ratio log-uniform in `RANDOM_RATIO = (3/4, 4/3)`,
+no flip (a flip changes content that the box cannot describe). The area floor is 0.25 rather than
+torchvision's 0.08 because the crop feeds a frozen backbone, not its training: a crop keeps at least
+half the frame's side, enough context for a useful embedding. The generator of video i is seeded by
+the pair (seed, i) (numpy SeedSequence), so a resumed or sharded run draws exactly the same clips
+for every video regardless of which worker or in which order it is processed.
+
+Boxes are `(x0, y0, t0, x1, y1, t1)` divided by width, height and number of frames, with x1, y1, t1
+exclusive: t1 = (last frame index + 1) / num_frames. That is the contract of `clips/box`.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+
+import numpy as np
+
+from vidcache.errors import ConfigError, DataError
+
+RANDOM_SCALE = (0.25, 1.0)
+RANDOM_RATIO = (3 / 4, 4 / 3)
+MAX_CLIPS = 4096  # more clips per video than this is a typo, not a protocol
+
+_FORMS = "'1x1', 'NxS' (e.g. '5x3', '2x3'), 'uniform:C' or 'random:C:seed'"
+
+
+@dataclass(frozen=True)
+class Protocol:
+    """A parsed sampling protocol; `str(protocol)` gives back its canonical name."""
+
+    kind: str  # "grid" (NxS, uniform:C) or "random"
+    temporal: int  # temporal windows (random: clips)
+    spatial: int = 1  # spatial crops per window
+    seed: int = 0  # random only
+    name: str = ""  # the canonical string, e.g. "5x3", "uniform:8", "random:16:0"
+    scale: tuple[float, float] = RANDOM_SCALE  # random only: crop area as a fraction of the frame
+    ratio: tuple[float, float] = RANDOM_RATIO  # random only: crop width/height range
+
+    @property
+    def num_clips(self) -> int:
+        return self.temporal * self.spatial
+
+    @property
+    def is_random(self) -> bool:
+        return self.kind == "random"
+
+    def __str__(self) -> str:
+        return self.name
+
+
+def parse_protocol(text: str | Protocol) -> Protocol:
+    """Parse `1x1`, `NxS`, `uniform:C` or `random:C:seed`; a bad string raises ConfigError saying why."""
+    if isinstance(text, Protocol):
+        return text
+    raw = str(text)
+    s = raw.strip().lower()
+    what = "sampling protocol"
+    if m := re.fullmatch(r"(\d+)x(\d+)", s):
+        n, k = int(m[1]), int(m[2])
+        _check_counts(raw, n * k, [("temporal clips N", n), ("spatial crops S", k)], what)
+        return Protocol("grid", n, k, name=f"{n}x{k}")
+    if m := re.fullmatch(r"uniform:(\d+)", s):
+        c = int(m[1])
+        _check_counts(raw, c, [("clip count C", c)], what)
+        return Protocol("grid", c, 1, name=f"uniform:{c}")
+    if m := re.fullmatch(r"random:(\d+):(\d+)", s):
+        c, seed = int(m[1]), int(m[2])
+        _check_counts(raw, c, [("clip count C", c)], what)
+        return Protocol("random", c, 1, seed=seed, name=f"random:{c}:{seed}")
+    if s.startswith("random"):
+        hint = "random needs a clip count and a non-negative integer seed, e.g. 'random:16:0'"
+    elif s.startswith("uniform"):
+        hint = "uniform needs a clip count, e.g. 'uniform:8'"
+    else:
+        hint = f"use {_FORMS}"
+    raise ConfigError([f"{raw!r} is not a sampling protocol: {hint}"], what)
+
+
+def _check_counts(raw: str, total: int, counts: list[tuple[str, int]], what: str) -> None:
+    problems = [f"{raw!r}: {name} must be at least 1" for name, v in counts if v < 1]
+    if not problems and total > MAX_CLIPS:
+        problems.append(f"{raw!r}: {total} clips per video is more than {MAX_CLIPS}")
+    if problems:
+        raise ConfigError(problems, what)
+
+
+@dataclass(frozen=True)
+class ClipSpec:
+    """One clip: the frames to decode, where to crop them, and its normalised box."""
+
+    frame_indices: list[int]  # clip_len frame numbers, non-decreasing, repeats allowed
+    crop: tuple[int, int, int, int]  # (x0, y0, x1, y1) in pixels of the original frame, x1/y1 exclusive
+    box: tuple[float, float, float, float, float, float]  # (x0, y0, t0, x1, y1, t1) normalised
+    temporal_index: int = 0
+    spatial_index: int = 0
+
+
+def plan_clips(protocol: str | Protocol, num_frames: int, height: int, width: int, clip_len: int,
+               stride: int = 1, crop_size_hint: float | None = None,
+               video_index: int = 0) -> list[ClipSpec]:
+    """The `protocol.num_clips` clips of one video, in store order (temporal-major).
+
+    `crop_size_hint`: side of the square evaluation crop as a fraction of the short side (None =
+    1.0). Ignored by `random:` protocols, whose crops are drawn. `video_index` is the video's store
+    row: it seeds `random:` protocols so any run draws the same clips for that video.
+    """
+    p = parse_protocol(protocol)
+    _check_plan_args(num_frames, height, width, clip_len, stride, crop_size_hint)
+    span = (clip_len - 1) * stride + 1
+    if p.is_random:
+        rng = np.random.default_rng([p.seed, int(video_index)])
+        specs = []
+        for c in range(p.num_clips):
+            start = int(rng.integers(0, num_frames - span + 1)) if num_frames >= span else 0
+            crop = _random_resized_crop(rng, height, width, p.scale, p.ratio)
+            specs.append(_spec(_window(start, num_frames, clip_len, stride), crop, num_frames,
+                               height, width, c, 0))
+        return specs
+    starts = _uniform_starts(p.temporal, num_frames, span)
+    crops = _grid_crops(p.spatial, height, width, 1.0 if crop_size_hint is None else crop_size_hint)
+    return [_spec(_window(start, num_frames, clip_len, stride), crop, num_frames, height, width, t, s)
+            for t, start in enumerate(starts) for s, crop in enumerate(crops)]
+
+
+def _check_plan_args(num_frames, height, width, clip_len, stride, crop_size_hint) -> None:
+    if num_frames < 1:
+        raise DataError(f"video has {num_frames} frames; nothing to sample")
+    if height < 1 or width < 1:
+        raise DataError(f"video has an empty frame size {width}x{height}")
+    problems = []
+    if clip_len < 1:
+        problems.append(f"clip_len must be >= 1, got {clip_len}")
+    if stride < 1:
+        problems.append(f"stride must be >= 1, got {stride}")
+    if crop_size_hint is not None and not (0.0 < crop_size_hint <= 1.0):
+        problems.append(f"crop_size_hint is a fraction of the short side in (0, 1], got {crop_size_hint}")
+    if problems:
+        raise ConfigError(problems, "clip sampling")
+
+
+def _uniform_starts(n: int, num_frames: int, span: int) -> list[int]:
+    if num_frames <= span:
+        return [0] * n
+    room = num_frames - span
+    if n == 1:
+        return [room // 2]
+    # integer rounding of i*room/(n-1), half up, so the result never depends on float error
+    return [(2 * i * room + (n - 1)) // (2 * (n - 1)) for i in range(n)]
+
+
+def _window(start: int, num_frames: int, clip_len: int, stride: int) -> list[int]:
+    span = (clip_len - 1) * stride + 1
+    if num_frames >= span:
+        return [start + k * stride for k in range(clip_len)]
+    if clip_len == 1:
+        return [(num_frames - 1) // 2]
+    # Too short for one window: spread clip_len indices evenly over the whole video (round half up).
+    last = num_frames - 1
+    return [(2 * k * last + (clip_len - 1)) // (2 * (clip_len - 1)) for k in range(clip_len)]
+
+
+def _grid_crops(spatial: int, height: int, width: int, fraction: float) -> list[tuple[int, int, int, int]]:
+    short, long = min(height, width), max(height, width)
+    side = max(1, int(round(short * fraction)))
+    across = (short - side) // 2
+    if spatial == 1:
+        along = [(long - side) // 2]
+    else:
+        room = long - side
+        along = [(2 * j * room + (spatial - 1)) // (2 * (spatial - 1)) for j in range(spatial)]
+    if width >= height:  # landscape (or square): crops move left -> right
+        return [(a, across, a + side, across + side) for a in along]
+    return [(across, a, across + side, a + side) for a in along]
+
+
+def _random_resized_crop(rng: np.random.Generator, height: int, width: int, scale: tuple[float, float],
+                         ratio: tuple[float, float]) -> tuple[int, int, int, int]:
+    """torchvision's RandomResizedCrop.get_params, drawn from a numpy Generator."""
+    area = height * width
+    log_ratio = (math.log(ratio[0]), math.log(ratio[1]))
+    for _ in range(10):
+        target = area * rng.uniform(scale[0], scale[1])
+        aspect = math.exp(rng.uniform(*log_ratio))
+        w = int(round(math.sqrt(target * aspect)))
+        h = int(round(math.sqrt(target / aspect)))
+        if 0 < w <= width and 0 < h <= height:
+            y0 = int(rng.integers(0, height - h + 1))
+            x0 = int(rng.integers(0, width - w + 1))
+            return x0, y0, x0 + w, y0 + h
+    # Fallback (an extreme frame shape): the largest centred crop whose aspect is within range.
+    in_ratio = width / height
+    if in_ratio < ratio[0]:
+        w, h = width, int(round(width / ratio[0]))
+    elif in_ratio > ratio[1]:
+        h, w = height, int(round(height * ratio[1]))
+    else:
+        w, h = width, height
+    w, h = max(1, min(w, width)), max(1, min(h, height))
+    x0, y0 = (width - w) // 2, (height - h) // 2
+    return x0, y0, x0 + w, y0 + h
+
+
+def _spec(indices: list[int], crop: tuple[int, int, int, int], num_frames: int, height: int, width: int,
+          t: int, s: int) -> ClipSpec:
+    x0, y0, x1, y1 = crop
+    box = (x0 / width, y0 / height, min(indices) / num_frames,
+           x1 / width, y1 / height, (max(indices) + 1) / num_frames)
+    return ClipSpec(frame_indices=[int(i) for i in indices], crop=tuple(int(v) for v in crop),
+                    box=tuple(float(v) for v in box), temporal_index=t, spatial_index=s)
+
+
+def boxes(specs: list[ClipSpec]) -> np.ndarray:
+    """float32 [C, 6] boxes of a video's clips, ready for `clips/box`."""
+    return np.asarray([s.box for s in specs], dtype=np.float32).reshape(len(specs), 6)
+
+
+def frames_needed(specs: list[ClipSpec]) -> tuple[np.ndarray, np.ndarray]:
+    """(unique sorted frame indices, positions [C, clip_len] into them).
+
+    Decode `unique` once (`video.get_frames(unique)`) and take clip c's frames as
+    `frames[positions[c]]`: the spatial crops of one window share their frames, so a `5x3` plan
+    decodes 5 windows' worth of frames, not 15.
+    """
+    if not specs:
+        return np.zeros(0, np.int64), np.zeros((0, 0), np.int64)
+    all_idx = np.asarray([s.frame_indices for s in specs], dtype=np.int64)
+    unique, inverse = np.unique(all_idx, return_inverse=True)
+    return unique, inverse.reshape(all_idx.shape)
