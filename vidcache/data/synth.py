@@ -1,0 +1,339 @@
+"""A synthetic video corpus that a single frame cannot solve.
+
+Every video shows one textured object over a random background with light camera noise. Classes
+come in pairs, taken in a fixed order:
+
+- *motion* classes (`motion_left` / `motion_right`, `up` / `down`, `cw` / `ccw`, `grow` / `shrink`,
+  `fast` / `slow`) share one appearance family (an irregular "blob" with a smooth random colour
+  texture) and differ only in how it moves. Every frame has the same distribution in both classes
+  of a pair: translation runs on a torus (the object wraps around the borders) from a uniform
+  start, rotation starts at a uniform random angle, and growing/shrinking runs through a periodic
+  log-size cycle from a uniform phase, fading the object out before it wraps so the reset is
+  invisible. Only the order of frames tells the classes apart.
+- *appearance* classes (`appearance_disc` / `square`, `stripes` / `checker`, `triangle` / `cross`)
+  are separable from one frame and move at random (drift, spin), so motion carries no label.
+
+Comparing probe accuracy on the two kinds contrasts temporal understanding with frame statistics.
+Files are real H.264 mp4s (libx264, yuv420p) encoded single-threaded, so one seed gives
+byte-identical files on one software stack.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from vidcache.config import check, field, to_dict
+from vidcache.data.importers import stratified_split
+from vidcache.data.manifest import Manifest
+from vidcache.errors import DataError
+
+CLASS_PAIRS: tuple[tuple[str, str], ...] = (
+    ("motion_left", "motion_right"),
+    ("appearance_disc", "appearance_square"),
+    ("motion_up", "motion_down"),
+    ("motion_cw", "motion_ccw"),
+    ("appearance_stripes", "appearance_checker"),
+    ("motion_grow", "motion_shrink"),
+    ("motion_fast", "motion_slow"),
+    ("appearance_triangle", "appearance_cross"),
+)
+CLASS_NAMES: tuple[str, ...] = tuple(c for pair in CLASS_PAIRS for c in pair)
+
+
+def class_kind(name: str) -> str:
+    """'motion' or 'appearance', from the class name's prefix."""
+    kind = name.split("_", 1)[0]
+    if kind not in ("motion", "appearance"):
+        raise DataError(f"class {name!r} is not a synthetic class (expected a motion_ or appearance_ prefix)")
+    return kind
+
+
+def synth_classes(k: int) -> list[str]:
+    """The first k classes of the fixed order (pairs stay together when k is even)."""
+    if not 2 <= k <= len(CLASS_NAMES):
+        raise DataError(f"the synthetic corpus has 2..{len(CLASS_NAMES)} classes, got {k}")
+    return list(CLASS_NAMES[:k])
+
+
+@dataclass
+class SynthConfig:
+    videos: int = field(240, help="number of videos, spread evenly over the classes")
+    classes: int = field(8, help=f"number of classes, the first K of a fixed list of pairs (2..{len(CLASS_NAMES)})")
+    seed: int = field(0, help="random seed; the same seed gives byte-identical files")
+    size: int = field(64, help="frame height and width in pixels (even, >= 16)")
+    frames: int = field(32, help="frames per video")
+    fps: int = field(16, help="frame rate written in the files")
+    val_fraction: float = field(0.15, help="fraction of each class in the val split")
+    test_fraction: float = field(0.15, help="fraction of each class in the test split")
+    crf: int = field(23, help="x264 constant rate factor (0 = lossless, 51 = worst)")
+    noise: float = field(3.0, help="std of the per-frame camera noise, in 0..255 grey levels")
+
+    def validate(self) -> list[str]:
+        p = []
+        if not 2 <= self.classes <= len(CLASS_NAMES):
+            p.append(f"classes must be in 2..{len(CLASS_NAMES)}, got {self.classes}")
+        if self.videos < max(self.classes, 1):
+            p.append(f"videos ({self.videos}) must be at least the number of classes ({self.classes})")
+        if self.size < 16 or self.size % 2:
+            p.append(f"size must be even and >= 16 (yuv420p halves the chroma), got {self.size}")
+        if self.frames < 2:
+            p.append(f"frames must be >= 2 (motion needs two frames), got {self.frames}")
+        if not 1 <= self.fps <= 240:
+            p.append(f"fps must be in 1..240, got {self.fps}")
+        if not 0 <= self.val_fraction < 1 or not 0 <= self.test_fraction < 1 \
+                or self.val_fraction + self.test_fraction >= 1:
+            p.append(f"val_fraction and test_fraction must be in [0, 1) with a sum < 1, "
+                     f"got {self.val_fraction} and {self.test_fraction}")
+        if not 0 <= self.crf <= 51:
+            p.append(f"crf must be in 0..51, got {self.crf}")
+        if not 0 <= self.noise <= 50:
+            p.append(f"noise must be in 0..50, got {self.noise}")
+        return p
+
+
+# ----------------------------------------------------------------------------------------------
+# drawing: everything is vectorised over [T, H, W]
+
+
+def _upsample(grid: np.ndarray, u: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """Bilinear lookup of a [g, g, C] grid at coordinates u, v in [-1, 1] (clamped) -> [..., C]."""
+    g, _, ch = grid.shape
+    flat = np.ascontiguousarray(grid.reshape(g * g, ch).T, dtype=np.float32)  # [C, g*g]
+    x = np.clip((u + 1) * (0.5 * (g - 1)), 0, g - 1 - 1e-3).astype(np.float32)
+    y = np.clip((v + 1) * (0.5 * (g - 1)), 0, g - 1 - 1e-3).astype(np.float32)
+    x0, y0 = x.astype(np.intp), y.astype(np.intp)
+    fx, fy = x - x0, y - y0
+    i00 = y0 * g + x0
+    # Flat 1-D gathers per channel are several times faster than fancy indexing a [g, g, C] grid.
+    out = np.empty(u.shape + (ch,), dtype=np.float32)
+    for c in range(ch):
+        f = flat[c]
+        top = f.take(i00) * (1 - fx) + f.take(i00 + 1) * fx
+        bot = f.take(i00 + g) * (1 - fx) + f.take(i00 + g + 1) * fx
+        out[..., c] = top * (1 - fy) + bot * fy
+    return out
+
+
+def _background(rng: np.random.Generator, s: int) -> np.ndarray:
+    """A static scene: a linear colour gradient, low-frequency blotches and fine grain. [S, S, 3]."""
+    c0, c1 = rng.uniform(20, 235, 3), rng.uniform(20, 235, 3)
+    a = rng.uniform(0, 2 * np.pi)
+    lin = np.linspace(-1, 1, s, dtype=np.float32)
+    v, u = np.meshgrid(lin, lin, indexing="ij")
+    t = np.clip(0.5 + 0.35 * (np.cos(a) * u + np.sin(a) * v), 0, 1)[..., None]
+    bg = c0 * (1 - t) + c1 * t
+    bg = bg + _upsample(rng.normal(0, 18, (5, 5, 3)), u, v)
+    bg = bg + rng.normal(0, 5, (s, s, 3))
+    return bg.astype(np.float32)
+
+
+def _shape_distance(shape: str, u: np.ndarray, v: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A distance in object units that is < 1 inside the shape (object radius is 1)."""
+    if shape == "disc":
+        return np.sqrt(u * u + v * v) / 0.9
+    if shape == "square":
+        return np.maximum(np.abs(u), np.abs(v)) / 0.72
+    if shape == "triangle":  # equilateral, circumradius 1
+        d = np.full(u.shape, -np.inf, dtype=np.float32)
+        for ang in (-np.pi / 2, np.pi / 6, 5 * np.pi / 6):
+            d = np.maximum(d, np.cos(ang) * u + np.sin(ang) * v)
+        return d / 0.5
+    if shape == "cross":
+        w = 0.32
+        return np.minimum(np.maximum(np.abs(u) / w, np.abs(v) / 0.95), np.maximum(np.abs(u) / 0.95, np.abs(v) / w))
+    if shape == "blob":  # a radius with random low harmonics: no rotational symmetry
+        amp = rng.uniform(0.08, 0.16, 3).astype(np.float32)
+        phase = rng.uniform(0, 2 * np.pi, 3).astype(np.float32)
+        phi = np.arctan2(v, u)
+        r = 1 + sum(amp[i] * np.cos((i + 2) * phi + phase[i]) for i in range(3))
+        return np.sqrt(u * u + v * v) * (1 + amp.sum()) / r
+    raise ValueError(shape)
+
+
+def _fill(pattern: str, u: np.ndarray, v: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Object colours at object coordinates, [..., 3] in 0..255."""
+    if pattern == "smooth":
+        return _upsample(rng.uniform(0, 255, (4, 4, 3)), u, v)
+    ca, cb = rng.uniform(0, 255, 3), rng.uniform(0, 255, 3)
+    while np.abs(ca - cb).sum() < 150:  # two stripe colours must be told apart after encoding
+        cb = rng.uniform(0, 255, 3)
+    ca, cb = ca.astype(np.float32), cb.astype(np.float32)
+    freq = float(2 * np.pi / rng.uniform(0.4, 0.6))
+    if pattern == "stripes":
+        a = float(rng.uniform(0, np.pi))
+        w = np.sin(freq * (np.cos(a) * u + np.sin(a) * v))
+    elif pattern == "checker":
+        w = np.sin(freq * u) * np.sin(freq * v)
+    else:
+        raise ValueError(pattern)
+    w = np.clip(w * 4 + 0.5, 0, 1)[..., None]  # a soft edge, about a pixel wide at small sizes
+    return ca * w + cb * (1 - w)
+
+
+@dataclass
+class _Path:
+    """Where the object is at each frame: centre (pixels, on a torus), angle, radius, opacity."""
+
+    cx: np.ndarray
+    cy: np.ndarray
+    angle: np.ndarray
+    radius: np.ndarray
+    alpha: np.ndarray
+
+
+_STILL, _SLOW, _MID, _FAST = (0.0, 0.0), (0.008, 0.016), (0.015, 0.03), (0.045, 0.07)  # x size per frame
+
+
+def _trajectory(name: str, rng: np.random.Generator, t: np.ndarray, s: int) -> _Path:
+    n = len(t)
+    # Uniform start on the torus and uniform start angle: every frame of a pair is distributed alike.
+    cx0, cy0 = rng.uniform(0, s, 2)
+    ang0 = rng.uniform(0, 2 * np.pi)
+    radius = np.full(n, rng.uniform(0.14, 0.24) * s)
+    alpha = np.ones(n)
+    vx = vy = spin = 0.0
+    motion = name.split("_", 1)[1] if class_kind(name) == "motion" else None
+    if motion in ("left", "right", "up", "down"):
+        speed = rng.uniform(*_MID) * s
+        vx, vy = {"left": (-speed, 0), "right": (speed, 0), "up": (0, -speed), "down": (0, speed)}[motion]
+    elif motion in ("fast", "slow"):
+        # Diagonal only, so fast/slow never overlap with left/right/up/down.
+        speed = rng.uniform(*(_FAST if motion == "fast" else _SLOW)) * s
+        d = rng.integers(4) * np.pi / 2 + np.pi / 4
+        vx, vy = speed * np.cos(d), speed * np.sin(d)
+    elif motion in ("cw", "ccw"):
+        # Image y points down, so a growing angle turns clockwise on screen.
+        spin = rng.uniform(0.06, 0.14) * (1 if motion == "cw" else -1)
+    elif motion in ("grow", "shrink"):
+        # log-radius runs a sawtooth from a uniform phase; the object fades out near the wrap.
+        period = rng.uniform(24, 40)
+        sign = 1 if motion == "grow" else -1
+        phase = np.mod(rng.uniform() + sign * t / period, 1.0)
+        rmin, rmax = 0.08 * s, 0.36 * s
+        radius = rmin * (rmax / rmin) ** phase
+        alpha = np.clip(np.minimum(phase, 1 - phase) / 0.18, 0, 1)
+    elif motion is None:  # appearance: random drift and spin, unrelated to the label
+        d = rng.uniform(0, 2 * np.pi)
+        speed = rng.uniform(0, 0.03) * s
+        vx, vy = speed * np.cos(d), speed * np.sin(d)
+        spin = rng.uniform(-0.12, 0.12)
+    else:
+        raise ValueError(name)
+    return _Path(np.mod(cx0 + vx * t, s), np.mod(cy0 + vy * t, s), ang0 + spin * t, radius, alpha)
+
+
+_APPEARANCE = {"disc": ("disc", "smooth"), "square": ("square", "smooth"), "triangle": ("triangle", "smooth"),
+               "cross": ("cross", "smooth"), "stripes": ("blob", "stripes"), "checker": ("blob", "checker")}
+
+
+def render_video(name: str, rng: np.random.Generator, size: int = 64, frames: int = 32,
+                 noise: float = 3.0) -> tuple[np.ndarray, dict]:
+    """One video of class `name` as uint8 [T, H, W, 3] RGB, plus its trajectory (for tests/plots)."""
+    s = size
+    t = np.arange(frames, dtype=np.float64)
+    shape, pattern = ("blob", "smooth") if class_kind(name) == "motion" else _APPEARANCE[name.split("_", 1)[1]]
+    path = _trajectory(name, rng, t, s)
+    bg = _background(rng, s)
+
+    pix = np.arange(s, dtype=np.float32) + 0.5
+    cx, cy = path.cx[:, None, None].astype(np.float32), path.cy[:, None, None].astype(np.float32)
+    # Offsets on the torus, in [-s/2, s/2): the object wraps around the borders.
+    dx = np.mod(pix[None, None, :] - cx + s / 2, s) - s / 2
+    dy = np.mod(pix[None, :, None] - cy + s / 2, s) - s / 2
+    c = np.cos(path.angle)[:, None, None].astype(np.float32)
+    sn = np.sin(path.angle)[:, None, None].astype(np.float32)
+    r = path.radius[:, None, None].astype(np.float32)
+    u = ((c * dx + sn * dy) / r).astype(np.float32)
+    v = ((-sn * dx + c * dy) / r).astype(np.float32)
+
+    dist = _shape_distance(shape, u, v, rng)
+    # ~1 pixel of antialiasing whatever the radius, then the global opacity (grow/shrink fades).
+    mask = np.clip((1 - dist) * r + 0.5, 0, 1) * path.alpha[:, None, None].astype(np.float32)
+    colour = _fill(pattern, u, v, rng)
+    m = mask[..., None].astype(np.float32)
+    video = bg[None] + (colour - bg[None]) * m
+    if noise > 0:
+        video += np.float32(noise) * rng.standard_normal(video.shape, dtype=np.float32)
+    info = {"cx": path.cx, "cy": path.cy, "angle": path.angle, "radius": path.radius, "alpha": path.alpha}
+    return np.clip(np.rint(video), 0, 255).astype(np.uint8), info
+
+
+# ----------------------------------------------------------------------------------------------
+# encoding and the corpus
+
+
+def write_mp4(path: str | Path, video: np.ndarray, fps: int = 16, crf: int = 23) -> Path:
+    """Encode uint8 [T, H, W, 3] RGB to H.264 mp4 (yuv420p), deterministically, via a temp file."""
+    import av  # imported here so that reading manifests never loads FFmpeg
+
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp.mp4")
+    t, h, w, _ = video.shape
+    with av.open(str(tmp), mode="w", format="mp4") as out:
+        stream = out.add_stream("libx264", rate=fps)
+        stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
+        stream.time_base = Fraction(1, fps)
+        # One thread: x264's frame threads make the bitstream depend on scheduling.
+        stream.options = {"crf": str(crf), "preset": "medium", "threads": "1"}
+        stream.codec_context.thread_count = 1
+        for i in range(t):
+            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(video[i]), format="rgb24")
+            frame.pts = i
+            frame.time_base = stream.time_base
+            out.mux(stream.encode(frame))
+        out.mux(stream.encode(None))
+    tmp.replace(path)
+    return path
+
+
+def _video_rng(seed: int, index: int) -> np.random.Generator:
+    return np.random.default_rng([int(seed), int(index), 0x5EED])
+
+
+def synthesize(out_dir: str | Path, cfg: SynthConfig, progress: Callable[[int, int], None] | None = None,
+               overwrite: bool = False) -> Manifest:
+    """Write the corpus: `videos/<class>/<index>.mp4`, `manifest.csv`, `classes.txt`, `synth.json`.
+
+    Video i has class i % K (classes balanced, rows interleaved); splits are stratified per class.
+    `progress(done, total)` is called after each video. A non-empty `out_dir` is refused unless
+    `overwrite` is set and it holds an earlier synthetic corpus (its `synth.json`).
+    """
+    check(cfg, "synth config")
+    out = Path(out_dir)
+    if out.exists() and any(out.iterdir()):
+        if not overwrite:
+            raise DataError(f"{out} is not empty: choose a new folder or overwrite the earlier corpus")
+        if not (out / "synth.json").is_file():
+            raise DataError(f"{out} holds files that are not a synthetic corpus (no synth.json): refusing to overwrite")
+        shutil.rmtree(out / "videos", ignore_errors=True)
+        for name in ("manifest.csv", "classes.txt", "synth.json"):
+            (out / name).unlink(missing_ok=True)
+    out.mkdir(parents=True, exist_ok=True)
+
+    classes = synth_classes(cfg.classes)
+    labels = np.arange(cfg.videos) % cfg.classes
+    splits = stratified_split(labels, cfg.val_fraction, cfg.test_fraction, cfg.seed, keys=classes)
+    paths = []
+    for i, y in enumerate(labels.tolist()):
+        name = classes[y]
+        video, _ = render_video(name, _video_rng(cfg.seed, i), cfg.size, cfg.frames, cfg.noise)
+        p = out / "videos" / name / f"{i:05d}.mp4"
+        p.parent.mkdir(parents=True, exist_ok=True)
+        write_mp4(p, video, cfg.fps, cfg.crf)
+        paths.append(str(p.resolve()))
+        if progress is not None:
+            progress(i + 1, cfg.videos)
+
+    manifest = Manifest(paths, labels.astype(np.int32), splits, classes, source=str(out / "manifest.csv"))
+    manifest.write(out / "manifest.csv")
+    meta = {"config": to_dict(cfg), "classes": classes, "kinds": {c: class_kind(c) for c in classes},
+            "counts": manifest.counts()}
+    (out / "synth.json").write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
+    return manifest
