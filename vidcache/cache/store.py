@@ -24,6 +24,7 @@ import dataclasses
 import json
 import math
 import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Sequence
@@ -45,7 +46,9 @@ STATUS_NAMES = {PENDING: "pending", DONE: "done", FAILED: "failed"}
 # DESIGN.md §2), while a block is also the unit of redone work after a kill: 8 MiB balances both.
 TARGET_BLOCK_BYTES = 8 << 20
 MIN_BLOCK, MAX_BLOCK = 8, 4096
-# Slabs read at once by `load`: large enough for zarr's concurrent chunk fetches to pay off.
+# Slabs read at once by `load`: a few chunks, so zarr fetches them concurrently, yet small enough
+# that the rows picked from a slab are still in cache. Export copies in larger slabs.
+SLAB_BYTES = 32 << 20
 LOAD_SLAB_BYTES = 256 << 20
 
 
@@ -257,6 +260,10 @@ class Store:
     def status(self) -> np.ndarray:
         """`videos/status` as int8 [V]; a status chunk that cannot be read counts as pending."""
         arr = self.group["videos/status"]
+        try:
+            return np.asarray(arr[:], dtype=np.int8)
+        except Exception:
+            pass
         out = np.zeros(self.num_videos, dtype=np.int8)
         for b in range(self.num_blocks):
             s, e = self.block_range(b)
@@ -347,40 +354,112 @@ class Store:
         return np.flatnonzero(keep)
 
     def read_rows(self, name: str, rows: np.ndarray) -> np.ndarray:
-        """Rows of one array, read as whole-chunk slabs (never row-by-row gathers)."""
+        """Rows of one array, read as whole-chunk slabs (never row-by-row gathers).
+
+        Slabs of a few chunks are read and filtered one after another, so each slab is selected
+        while it is still in cache: this beats reading everything and indexing once afterwards.
+        """
         arr = self.group[name]
         rows = np.asarray(rows, dtype=np.int64)
         out = np.empty((len(rows), *arr.shape[1:]), dtype=arr.dtype)
         if len(rows) == 0:
             return out
+        if rows[-1] - rows[0] + 1 == len(rows) and np.all(np.diff(rows) == 1):  # contiguous: one read
+            out[...] = arr[int(rows[0]):int(rows[-1]) + 1]
+            return out
         chunk = arr.chunks[0]
         row_bytes = max(1, int(np.prod(arr.shape[1:])) * arr.dtype.itemsize)
-        slab = max(chunk, (LOAD_SLAB_BYTES // row_bytes) // chunk * chunk)
-        # Which slab each wanted row falls in; read only slabs that hold some wanted row.
-        slab_of = rows // slab
-        for k in np.unique(slab_of):
-            s = int(k) * slab
-            e = min(s + slab, arr.shape[0])
-            mine = np.flatnonzero(slab_of == k)
-            lo, hi = rows[mine].min(), rows[mine].max() + 1
-            # Trim to the chunk-aligned span that actually holds wanted rows.
-            lo, hi = lo // chunk * chunk, min(e, -(-hi // chunk) * chunk)
-            block = arr[lo:hi]
-            out[mine] = block[rows[mine] - lo]
+        slab = max(chunk, (SLAB_BYTES // row_bytes) // chunk * chunk)
+        order = np.argsort(rows, kind="stable")
+        sorted_rows = rows[order]
+        bounds = np.searchsorted(sorted_rows, np.arange(0, arr.shape[0] + slab, slab))
+        spans = []
+        for k in range(len(bounds) - 1):
+            i, j = int(bounds[k]), int(bounds[k + 1])
+            if i < j:
+                lo = int(sorted_rows[i]) // chunk * chunk
+                hi = min(arr.shape[0], -(-(int(sorted_rows[j - 1]) + 1) // chunk) * chunk)
+                spans.append((i, j, lo, hi))
+        raw = self._raw_chunk_reader(name)
+        if raw is not None:
+            # One reused chunk buffer: file -> buffer -> out, the same two copies as np.load + a mask.
+            buf = np.empty((chunk, *arr.shape[1:]), dtype=arr.dtype)
+            bounds = np.searchsorted(sorted_rows, np.arange(0, arr.shape[0] + chunk, chunk))
+            for c in range(len(bounds) - 1):
+                i, j = int(bounds[c]), int(bounds[c + 1])
+                if i < j:
+                    raw(c, buf)
+                    out[order[i:j]] = buf[sorted_rows[i:j] - c * chunk]
+            return out
+        spans = []
+        bounds = np.searchsorted(sorted_rows, np.arange(0, arr.shape[0] + slab, slab))
+        for k in range(len(bounds) - 1):
+            i, j = int(bounds[k]), int(bounds[k + 1])
+            if i < j:
+                lo = int(sorted_rows[i]) // chunk * chunk
+                hi = min(arr.shape[0], -(-(int(sorted_rows[j - 1]) + 1) // chunk) * chunk)
+                spans.append((i, j, lo, hi))
+        # Fetch the next slab while the current one is filtered: I/O and copying overlap.
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            pending = pool.submit(arr.__getitem__, slice(spans[0][2], spans[0][3]))
+            for n, (i, j, lo, hi) in enumerate(spans):
+                slab_values = pending.result()
+                if n + 1 < len(spans):
+                    pending = pool.submit(arr.__getitem__, slice(spans[n + 1][2], spans[n + 1][3]))
+                out[order[i:j]] = slab_values[sorted_rows[i:j] - lo]
         return out
+
+    def _raw_chunk_reader(self, name: str):
+        """A faster chunk reader for uncompressed arrays on local disk, or None to use zarr's.
+
+        With only the `bytes` codec (little-endian) a zarr v3 chunk file is exactly the C-order bytes
+        of a full chunk (edge chunks are stored padded), so it can be read straight into a numpy
+        buffer, skipping zarr's per-chunk async machinery. A missing chunk file means the fill value.
+        Any other layout (compressors, sharding, object storage) uses zarr.
+        """
+        local = _local_path(self.url)
+        arr = self.group[name]
+        meta = arr.metadata
+        try:
+            codecs = [c.to_dict() for c in meta.codecs]
+            separator = meta.chunk_key_encoding.separator
+            regular = type(meta.chunk_grid).__name__ == "RegularChunkGrid"
+            encoding = meta.chunk_key_encoding.name
+        except AttributeError:
+            return None
+        little = np.dtype(arr.dtype).byteorder in ("<", "=", "|") and np.little_endian
+        if (local is None or not regular or encoding != "default" or not little
+                or codecs != [{"name": "bytes", "configuration": {"endian": "little"}}]
+                or tuple(arr.chunks[1:]) != tuple(arr.shape[1:])):
+            return None
+        tail = [str(0)] * (arr.ndim - 1)
+
+        def read(c: int, buf: np.ndarray) -> None:
+            key = separator.join(["c", str(c), *tail])
+            try:
+                with open(local / name / key, "rb") as f:
+                    n = f.readinto(memoryview(buf).cast("B"))
+                    extra = f.read(1)
+            except FileNotFoundError:
+                buf[...] = arr.fill_value
+                return
+            if n != buf.nbytes or extra:
+                raise StoreError(f"{name}: chunk {key} is torn ({n} bytes, expected {buf.nbytes}); "
+                                 f"redo its block (rerun the extraction to resume)")
+
+        return read
 
     def load(self, arrays: Iterable[str] = ("emb", "box"), split: str | None = None,
              status: str | None = "done") -> dict[str, np.ndarray]:
         """Load arrays for the done videos of a split into memory.
 
         Names may be short (`emb`, `box`, `tokens`, `frames`) or full (`clips/emb`). Returns a dict with
-        "index" (store rows), "label", "path" and each array.
+        "index" (store rows), "label" and each array under its short name.
         """
         rows = self.rows(split, status)
         out: dict[str, np.ndarray] = {"index": rows}
         labels = np.asarray(self.group["videos/label"][:])
         out["label"] = labels[rows]
-        out["path"] = np.asarray(self.group["videos/path"][:])[rows]
         for name in arrays:
             full = self._resolve(name)
             out[name.split("/")[-1]] = self.read_rows(full, rows)

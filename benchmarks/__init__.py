@@ -1,0 +1,1 @@
+"""vidcache benchmarks: one script per area; `python -m benchmarks` runs them all in quick mode."""
