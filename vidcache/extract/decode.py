@@ -84,6 +84,8 @@ def _looks_like_container(path: str) -> bool:
 def _fail_open(path: str, display: str, err: BaseException | None, backend: str) -> DecodeError:
     """Turn a backend's refusal to open a file into the DecodeError a user can act on."""
     detail = f" ({backend}: {_short(err)})" if err is not None else ""
+    if err is not None and "video stream" in str(err):  # decord's words for an audio-only file
+        return DecodeError(display, "not_video", f"file has no video stream{detail}")
     if _looks_like_container(path):
         return DecodeError(display, "corrupt", f"truncated or corrupt video file{detail}")
     return DecodeError(display, "not_video", f"not a video file (unknown container format){detail}")

@@ -26,7 +26,12 @@ from vidcache.extract.sampling import ClipSpec, frames_needed
 
 
 def _as_uint8_tensor(frames, device: torch.device | str | None) -> torch.Tensor:
-    x = torch.from_numpy(np.ascontiguousarray(frames)) if isinstance(frames, np.ndarray) else frames
+    if isinstance(frames, np.ndarray):
+        frames = np.ascontiguousarray(frames)
+        # torch refuses to share read-only memory (a memmap, a decoder's buffer) without a warning
+        x = torch.from_numpy(frames if frames.flags.writeable else frames.copy())
+    else:
+        x = frames
     if x.dtype != torch.uint8:
         raise TypeError(f"frames must be uint8 [T, H, W, 3], got dtype {x.dtype}")
     if x.ndim != 4 or x.shape[-1] != 3:
