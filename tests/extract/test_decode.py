@@ -1,6 +1,7 @@
 """Decoding: frame-accurate reads with both backends, fallback, and one clean error per bad file."""
 
 import os
+import pickle
 
 import av
 import numpy as np
@@ -175,10 +176,17 @@ def test_zero_frames_and_no_video_stream(tmp_path):
         assert err.value.kind == "not_video" and "no video stream" in str(err.value)
 
 
+def test_decode_error_pickles_for_worker_processes():
+    err = pickle.loads(pickle.dumps(DecodeError("x.mp4", "corrupt", "truncated or corrupt video file")))
+    assert (err.path, err.kind, str(err)) == ("x.mp4", "corrupt",
+                                              "cannot decode x.mp4: truncated or corrupt video file")
+
+
 def test_bad_arguments(videos):
     with pytest.raises(ValueError, match="unknown decode backend"):
         open_video(videos["mp4"], "ffmpeg")
     v = open_video(videos["mp4"])
+    assert v.get_frames([]).shape == (0, H, W, 3)
     with pytest.raises(IndexError, match="30 frames"):
         v.get_frames([30])
     with pytest.raises(IndexError):

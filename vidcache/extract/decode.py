@@ -71,6 +71,9 @@ class DecodeError(DataError):
         self.path, self.kind, self.reason = str(path), kind, " ".join(str(reason).split())
         super().__init__(f"cannot decode {self.path}: {self.reason}")
 
+    def __reduce__(self):  # survive the trip back from a worker process
+        return type(self), (self.path, self.kind, self.reason)
+
 
 def _looks_like_container(path: str) -> bool:
     try:
@@ -332,6 +335,8 @@ class VideoReader:
         if self._impl is None:
             raise ValueError(f"video {self.path} is closed")
         idx = _as_index_array(indices, self.num_frames, self.path)
+        if idx.size == 0:
+            return np.zeros((0, self.height, self.width, 3), np.uint8)
         unique, inverse = np.unique(idx, return_inverse=True)
         try:
             frames = self._impl.read(unique)
