@@ -3,12 +3,12 @@
 A protocol string names a fixed number of clips per video, C, which becomes the clip axis of the
 store (`clips/emb [V, C, D]`, `clips/box [V, C, 6]`):
 
-| protocol        | C     | temporal placement                         | spatial crop                                   | use                                  |
-|-----------------|-------|--------------------------------------------|------------------------------------------------|--------------------------------------|
-| `1x1`           | 1     | one window at the centre of the video      | centre square                                  | cheap single-view probing            |
-| `NxS`           | N*S   | N windows spread uniformly (see below)     | S squares spread along the long side           | `5x3` K400 eval, `2x3` SSv2 eval     |
-| `uniform:C`     | C     | C windows spread uniformly                 | centre square                                  | dense coverage of long videos        |
-| `random:C:seed` | C     | C windows at uniform random start frames   | random area/aspect rectangle (RandomResizedCrop) | SCALE training clips                 |
+| protocol        | C   | temporal windows                  | spatial crop                       | typical use            |
+|-----------------|-----|-----------------------------------|------------------------------------|------------------------|
+| `1x1`           | 1   | one, centred                      | centre square                      | cheap single view      |
+| `NxS`           | N*S | N, spread uniformly (see below)   | S squares along the long side      | `5x3` K400, `2x3` SSv2 |
+| `uniform:C`     | C   | C, spread uniformly               | centre square                      | long videos            |
+| `random:C:seed` | C   | C, uniform random start frames    | random area and aspect (RRC)       | SCALE training         |
 
 Clip order is temporal-major: clip `t * S + s` is temporal window t, spatial crop s.
 
