@@ -1,0 +1,169 @@
+"""What the grid-trained probes (linear, MLP, attentive) share: fit / predict / evaluate / save / load.
+
+A probe subclass names its config class, the store arrays it reads, how it prepares a split (e.g.
+mean over views) and how it builds one head; `GridProbe` does the rest through `train_grid`.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from torch import nn
+
+from vidcache.config import check, from_dict, save_json, to_dict
+from vidcache.errors import DataError
+from vidcache.probe.data import ProbeData, check_finite, check_nonempty
+from vidcache.probe.metrics import classification_metrics
+from vidcache.probe.train import GridResult, Standardizer, TrainConfig, grid_scores, resolve_device, train_grid
+
+WEIGHTS = "head.safetensors"
+NORM = "norm.safetensors"
+
+
+def as_probe_data(x: Any, y: np.ndarray | None = None) -> ProbeData:
+    if isinstance(x, ProbeData):
+        return x
+    x = np.asarray(x)
+    return ProbeData(x=x, y=np.zeros(len(x), dtype=np.int64) if y is None else y)
+
+
+class GridProbe:
+    """A probe trained as a grid of heads over lr x wd, selected on val."""
+
+    name = "grid"
+    Config: type = TrainConfig
+    arrays: tuple[str, ...] = ("emb",)  # store arrays this probe reads; the first is `x`
+
+    def __init__(self, cfg: TrainConfig | None = None, num_classes: int | None = None):
+        self.cfg = check(cfg if cfg is not None else self.Config())
+        self.num_classes = num_classes
+        self.dim: int | None = None
+        self.result: GridResult | None = None
+        self.metrics: dict[str, dict] = {}
+        self.info: dict[str, Any] = {}
+        self._loaded: dict | None = None  # state of a probe read back by `load`
+
+    # ------------------------------------------------------------------ per-probe hooks
+    def prepare(self, data: ProbeData) -> ProbeData:
+        """The split as the heads consume it (e.g. mean over views); identity by default."""
+        return data
+
+    def make_head(self, dim: int, num_classes: int) -> nn.Module:
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------ fit / predict
+    def fit(self, train: ProbeData, val: ProbeData, on_step: Callable[[int, int], None] | None = None):
+        for d, name in ((train, train.split or "train"), (val, val.split or "val")):
+            check_nonempty(d, name)
+            check_finite(d)
+        train, val = self.prepare(train), self.prepare(val)
+        if self.num_classes is None:
+            self.num_classes = int(max(train.y.max(), val.y.max())) + 1
+        self._check_labels(train)
+        self._check_labels(val)
+        self.dim = train.dim
+        dim, k = self.dim, self.num_classes
+        self.result = train_grid(lambda: self.make_head(dim, k), self.cfg.grid(), train, val, self.cfg, on_step)
+        self.info["fit_seconds"] = self.result.seconds
+        self.info["num_train"] = len(train)
+        self.metrics["val"] = self.evaluate(val, None)
+        return self
+
+    def _check_labels(self, data: ProbeData) -> None:
+        if len(data) and (data.y.max() >= self.num_classes or data.y.min() < 0):
+            raise DataError(f"split {data.split!r} has label {int(data.y.max())} but the probe has "
+                            f"{self.num_classes} classes; the store's class list and labels disagree")
+
+    def predict(self, x: ProbeData | np.ndarray) -> np.ndarray:
+        """Probabilities [n, K] of the selected head, averaged over each video's views."""
+        data = as_probe_data(x)
+        check_finite(data)
+        data = self.prepare(data)
+        device = resolve_device(self.cfg.device)
+        if self.result is not None:
+            return self.result.scores(data, [self.result.best], device, self.cfg.eval_batch_size)[0]
+        if self._loaded is None:
+            raise RuntimeError("predict() before fit() or load()")
+        head, params, buffers, norm = (self._loaded[k] for k in ("head", "params", "buffers", "norm"))
+        head = head.to(device)
+        return grid_scores(head, {k: v.to(device) for k, v in params.items()},
+                           {k: v.to(device) for k, v in buffers.items()}, data, norm, self.cfg.sample,
+                           device, self.cfg.eval_batch_size)[0].numpy()
+
+    def evaluate(self, data: ProbeData, name: str | None = "test") -> dict:
+        """Metrics of the selected head on a split (recorded under `name` for results.json)."""
+        check_nonempty(data, data.split or name or "data")
+        self._check_labels(data)
+        t0 = time.perf_counter()
+        m = classification_metrics(self.predict(data), data.y)
+        m["seconds"] = time.perf_counter() - t0
+        if name:
+            self.metrics[name] = m
+        return m
+
+    # ------------------------------------------------------------------ results and weights
+    def selected(self) -> dict:
+        r = self.result
+        return {**r.grid[r.best], "index": r.best} if r is not None else dict(self._loaded["selected"])
+
+    def grid_table(self) -> list[dict]:
+        r = self.result
+        if r is None:
+            return []
+        return [{**g, **{f"val_{k}": v for k, v in r.val[i].items()}, "train_loss": r.train_loss[i]}
+                for i, g in enumerate(r.grid)]
+
+    def results(self) -> dict:
+        return {"probe": self.name, "num_classes": self.num_classes, "dim": self.dim,
+                "selected": self.selected(), "grid": self.grid_table(), "seed": self.cfg.seed,
+                **{k: v for k, v in self.metrics.items()}, **self.info}
+
+    def save(self, out_dir: str | Path, extra: dict | None = None) -> Path:
+        """results.json, config.json, head.safetensors (the selected head) and norm.safetensors."""
+        from safetensors.torch import save_file
+
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        if self.result is None:
+            raise RuntimeError("save() before fit()")
+        save_file({k: v.contiguous() for k, v in self.result.state_dict().items()}, str(out / WEIGHTS))
+        norm = self.result.norm
+        save_file({"mean": torch.from_numpy(norm.mean), "std": torch.from_numpy(norm.std)}, str(out / NORM))
+        save_json(self.cfg, out / "config.json")
+        save_json({**self.results(), **(extra or {})}, out / "results.json")
+        return out
+
+    @classmethod
+    def load(cls, out_dir: str | Path) -> "GridProbe":
+        """A fitted probe read back from `save` (predict / evaluate only)."""
+        from safetensors.torch import load_file
+
+        out = Path(out_dir)
+        try:
+            cfg = from_dict(cls.Config, json.loads((out / "config.json").read_text()))
+            res = json.loads((out / "results.json").read_text())
+            state = load_file(str(out / WEIGHTS))
+            ns = load_file(str(out / NORM))
+        except FileNotFoundError as e:
+            raise DataError(f"{out} is not a saved {cls.name} probe ({e.filename} missing)") from None
+        probe = cls(cfg, num_classes=int(res["num_classes"]))
+        probe.dim = int(res["dim"])
+        head = probe.make_head(probe.dim, probe.num_classes)
+        head.load_state_dict(state, strict=True)
+        names = dict(head.named_parameters())
+        probe._loaded = {
+            "head": head, "selected": res.get("selected", {}),
+            "params": {k: v[None] for k, v in state.items() if k in names},
+            "buffers": {k: v[None] for k, v in state.items() if k not in names},
+            "norm": Standardizer(ns["mean"].numpy(), ns["std"].numpy()),
+        }
+        probe.metrics = {k: res[k] for k in ("val", "test") if k in res}
+        return probe
+
+    def config_dict(self) -> dict:
+        return to_dict(self.cfg)

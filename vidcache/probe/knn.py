@@ -1,0 +1,204 @@
+"""k-nearest-neighbour probe with DINO's weighted vote.
+
+Embeddings are l2-normalised, so inner product = cosine similarity. For a query, the k most similar
+training samples vote for their class with weight exp(sim / T) (T = 0.07); the class scores are the
+summed votes. One faiss search for the largest k serves every k, since the k nearest neighbours are
+the first k of the k_max nearest. Neighbours are ordered by decreasing similarity and, at equal
+similarity, by increasing training index, so results do not depend on faiss's internal tie order.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from vidcache.config import check, field, save_json
+from vidcache.errors import DataError
+from vidcache.probe.data import ProbeData, check_finite, check_nonempty
+from vidcache.probe.metrics import classification_metrics
+from vidcache.probe.train import ProbeConfig
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class KNNConfig(ProbeConfig):
+    """kNN probe: every k in `ks` evaluated from one search; the k reported on test is chosen on val."""
+
+    ks: list = field(default_factory=lambda: [10, 20, 100, 200], help="numbers of neighbours to evaluate")
+    temperature: float = field(0.07, help="vote weight = exp(cosine similarity / temperature)")
+    views: str = field("mean", help="mean: a video is the mean of its l2-normalised clips; vote: every clip "
+                                    "queries the bank of all training clips and the video sums its clips' votes")
+    query_batch: int = field(4096, help="queries per faiss search call", hashed=False)
+
+    def validate(self) -> list[str]:
+        p = super().validate()
+        if not self.ks or any(not isinstance(k, int) or k < 1 for k in self.ks):
+            p.append(f"ks must be a non-empty list of positive integers, got {self.ks}")
+        if self.temperature <= 0:
+            p.append(f"temperature must be > 0, got {self.temperature}")
+        if self.views not in ("mean", "vote"):
+            p.append(f"views must be mean or vote, got {self.views!r}")
+        if self.query_batch < 1:
+            p.append("query_batch must be >= 1")
+        return p
+
+
+def l2_normalize(x: np.ndarray) -> np.ndarray:
+    x = np.asarray(x, dtype=np.float32)
+    return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
+
+
+def use_faiss_gpu(device: str) -> bool:
+    if device == "cpu":
+        return False
+    import faiss
+
+    return hasattr(faiss, "StandardGpuResources") and faiss.get_num_gpus() > 0
+
+
+def search(bank: np.ndarray, queries: np.ndarray, k: int, gpu: bool = False,
+           batch: int = 4096) -> tuple[np.ndarray, np.ndarray]:
+    """Exact inner-product search: (similarities, indices) [nq, min(k, n_bank)], best first.
+
+    Rows are re-sorted by (similarity desc, index asc) so that equal similarities come in index order.
+    """
+    import faiss
+
+    bank = np.ascontiguousarray(bank, dtype=np.float32)
+    k = min(int(k), len(bank))
+    index = faiss.IndexFlatIP(bank.shape[1])
+    if gpu:
+        res = faiss.StandardGpuResources()
+        index = faiss.index_cpu_to_gpu(res, 0, index)
+    index.add(bank)
+    sims, ids = [], []
+    for s in range(0, len(queries), batch):
+        d, i = index.search(np.ascontiguousarray(queries[s:s + batch], dtype=np.float32), k)
+        sims.append(d)
+        ids.append(i)
+    sim = np.concatenate(sims) if sims else np.zeros((0, k), np.float32)
+    idx = np.concatenate(ids).astype(np.int64) if ids else np.zeros((0, k), np.int64)
+    order = np.lexsort((idx, -sim), axis=1) if len(sim) else np.zeros((0, k), np.int64)
+    return np.take_along_axis(sim, order, 1), np.take_along_axis(idx, order, 1)
+
+
+def weighted_votes(sim: np.ndarray, labels: np.ndarray, k: int, num_classes: int,
+                   temperature: float = 0.07) -> np.ndarray:
+    """DINO's vote from sorted neighbours: scores [nq, K] = sum over the first k of exp(sim/T) one_hot."""
+    k = min(k, sim.shape[1])
+    w = np.exp(sim[:, :k].astype(np.float64) / temperature)
+    out = np.zeros((len(sim), num_classes))
+    rows = np.repeat(np.arange(len(sim)), k)
+    np.add.at(out, (rows, labels[:, :k].reshape(-1)), w.reshape(-1))
+    return out
+
+
+def knn_scores(bank: np.ndarray, bank_labels: np.ndarray, queries: np.ndarray, ks: list[int], num_classes: int,
+               temperature: float = 0.07, gpu: bool = False, batch: int = 4096) -> dict[int, np.ndarray]:
+    """Vote scores [nq, K] for every k, from one search for the largest k (normalised inputs)."""
+    sim, idx = search(bank, queries, max(ks), gpu, batch)
+    nb = np.asarray(bank_labels, dtype=np.int64)[idx]
+    return {k: weighted_votes(sim, nb, k, num_classes, temperature) for k in ks}
+
+
+class KNNProbe:
+    """fit / predict / evaluate / save like the trained probes; the "weights" are the training bank."""
+
+    name = "knn"
+    Config = KNNConfig
+    arrays = ("emb",)
+
+    def __init__(self, cfg: KNNConfig | None = None, num_classes: int | None = None):
+        self.cfg = check(cfg if cfg is not None else KNNConfig())
+        self.num_classes = num_classes
+        self.k: int | None = None
+        self.val_by_k: dict[int, dict] = {}
+        self.metrics: dict[str, dict] = {}
+        self.info: dict = {}
+        self.dim: int | None = None
+
+    def _queries(self, data: ProbeData) -> tuple[np.ndarray, int]:
+        """Query vectors and views per video (1 with views=mean)."""
+        if data.is_tokens:
+            raise DataError("the kNN probe needs clip embeddings [n, C, D], not tokens")
+        x = l2_normalize(data.x)
+        if self.cfg.views == "mean":
+            return l2_normalize(x.mean(1)), 1
+        return x.reshape(-1, x.shape[-1]), x.shape[1]
+
+    def fit(self, train: ProbeData, val: ProbeData, on_step: Callable[[int, int], None] | None = None):
+        t0 = time.perf_counter()
+        for d, name in ((train, train.split or "train"), (val, val.split or "val")):
+            check_nonempty(d, name)
+            check_finite(d)
+        if self.num_classes is None:
+            self.num_classes = int(max(train.y.max(), val.y.max())) + 1
+        self.bank, per = self._queries(train)
+        self.bank_labels = np.repeat(train.y, per)
+        self.dim = train.dim
+        if max(self.cfg.ks) > len(self.bank):
+            log.warning("k up to %d asked for but the bank has %d samples: larger k use all of them",
+                        max(self.cfg.ks), len(self.bank))
+        scores = self._scores(val)
+        self.val_by_k = {k: classification_metrics(s, val.y, confusion=False) for k, s in scores.items()}
+        # Highest val top-1; ties go to the smaller k (the cheaper, less smoothed vote).
+        self.k = max(sorted(self.cfg.ks), key=lambda k: (self.val_by_k[k]["top1"], -k))
+        self.metrics["val"] = classification_metrics(scores[self.k], val.y)
+        self.info["fit_seconds"] = time.perf_counter() - t0
+        self.info["num_train"] = len(train)
+        if on_step is not None:
+            on_step(1, 1)
+        return self
+
+    def _scores(self, data: ProbeData, ks: list[int] | None = None) -> dict[int, np.ndarray]:
+        q, per = self._queries(data)
+        out = knn_scores(self.bank, self.bank_labels, q, list(ks or self.cfg.ks), self.num_classes,
+                         self.cfg.temperature, use_faiss_gpu(self.cfg.device), self.cfg.query_batch)
+        # Vote pooling sums the clips' votes; then scores are normalised to probabilities per video.
+        out = {k: s.reshape(len(data), per, -1).sum(1) for k, s in out.items()}
+        return {k: s / np.maximum(s.sum(1, keepdims=True), 1e-300) for k, s in out.items()}
+
+    def predict(self, x: ProbeData | np.ndarray) -> np.ndarray:
+        """Vote probabilities [n, K] with the k selected on val."""
+        if self.k is None:
+            raise RuntimeError("predict() before fit()")
+        data = x if isinstance(x, ProbeData) else ProbeData(np.asarray(x), np.zeros(len(x), np.int64))
+        check_finite(data)
+        return self._scores(data, [self.k])[self.k]
+
+    def evaluate(self, data: ProbeData, name: str | None = "test") -> dict:
+        check_nonempty(data, data.split or name or "data")
+        if len(data) and data.y.max() >= self.num_classes:
+            raise DataError(f"split {data.split!r} has label {int(data.y.max())} but the probe has "
+                            f"{self.num_classes} classes")
+        t0 = time.perf_counter()
+        m = classification_metrics(self.predict(data), data.y)
+        m["seconds"] = time.perf_counter() - t0
+        if name:
+            self.metrics[name] = m
+        return m
+
+    def selected(self) -> dict:
+        return {"k": self.k, "temperature": self.cfg.temperature, "views": self.cfg.views}
+
+    def grid_table(self) -> list[dict]:
+        return [{"k": k, **{f"val_{m}": v for m, v in self.val_by_k[k].items() if m != "n"}}
+                for k in self.cfg.ks]
+
+    def results(self) -> dict:
+        return {"probe": self.name, "num_classes": self.num_classes, "dim": self.dim,
+                "selected": self.selected(), "grid": self.grid_table(), "seed": self.cfg.seed,
+                **self.metrics, **self.info}
+
+    def save(self, out_dir: str | Path, extra: dict | None = None) -> Path:
+        """results.json and config.json (a kNN probe has no weights beyond the training split itself)."""
+        out = Path(out_dir)
+        save_json(self.cfg, out / "config.json")
+        save_json({**self.results(), **(extra or {})}, out / "results.json")
+        return out

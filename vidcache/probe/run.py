@@ -1,0 +1,165 @@
+"""`run_probe`: load the splits, fit a probe, report val and test, save results and weights.
+
+The CLI (`vidcache probe linear|attentive|knn|mlp STORE -o OUT`) and batch re-evaluation call this.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from vidcache.config import check, from_dict
+from vidcache.errors import ConfigError, DataError
+from vidcache.probe.attentive import AttentiveProbe
+from vidcache.probe.data import ProbeData, load_split, split_off, subsample
+from vidcache.probe.knn import KNNProbe
+from vidcache.probe.linear import LinearProbe
+from vidcache.probe.mlp import MLPProbe
+
+log = logging.getLogger(__name__)
+
+PROBES: dict[str, type] = {"linear": LinearProbe, "attentive": AttentiveProbe, "knn": KNNProbe, "mlp": MLPProbe}
+
+
+def probe_class(name: str) -> type:
+    if name not in PROBES:
+        raise ConfigError([f"unknown probe {name!r}; choose one of {', '.join(PROBES)}"], "probe")
+    return PROBES[name]
+
+
+def make_config(name: str, **overrides) -> Any:
+    """The probe's config with the given fields changed (unknown fields and bad values reported together)."""
+    cls = probe_class(name).Config
+    return from_dict(cls, {**dataclasses.asdict(cls()), **overrides}, f"{name} probe config")
+
+
+def _splits(store_or_data: Any, probe: type, cfg) -> tuple[dict[str, ProbeData], dict]:
+    """{"train", "val", "test"?} as ProbeData, plus store facts for results.json."""
+    meta: dict = {}
+    if isinstance(store_or_data, dict):
+        data = {k: v for k, v in store_or_data.items() if v is not None}
+        if cfg.train_split not in data and "train" in data:
+            data[cfg.train_split] = data["train"]
+    else:
+        store = store_or_data
+        if isinstance(store, (str, Path)):
+            from vidcache.cache.store import Store
+
+            store = Store.open(store, kind="clips")
+        meta = {"store": getattr(store, "url", ""), "config_hash": getattr(store, "config_hash", "")}
+        names = [cfg.train_split, cfg.val_split] + ([cfg.test_split] if cfg.test_split else [])
+        present = set(np.asarray(store.group["videos/split"][:]).tolist()) if hasattr(store, "group") else None
+        data = {}
+        for s in names:
+            if present is not None and s not in present and s == cfg.val_split and cfg.val_fraction > 0:
+                continue
+            data[s] = load_split(store, s, probe.arrays)
+        meta["classes"] = list(getattr(store, "classes", []) or [])
+    out = {"train": data.get(cfg.train_split), "val": data.get(cfg.val_split),
+           "test": data.get(cfg.test_split) if cfg.test_split else None}
+    if out["train"] is None:
+        raise DataError(f"no {cfg.train_split!r} split given; the probe needs one to train on")
+    if out["val"] is None:
+        if cfg.val_fraction <= 0:
+            raise DataError(f"no {cfg.val_split!r} split: hyper-parameters are chosen on val, never on test; "
+                            f"name one with --val-split or hold out part of train with --val-fraction 0.1")
+        out["train"], out["val"] = split_off(out["train"], cfg.val_fraction, cfg.seed)
+        meta["val_from_train"] = cfg.val_fraction
+    for name, d in out.items():
+        if d is not None and not d.split:
+            d.split = name
+    return out, meta
+
+
+def _num_classes(data: dict[str, ProbeData], classes: list[str]) -> int:
+    seen = max(int(d.y.max()) for d in data.values() if d is not None and len(d)) + 1
+    return max(len(classes), seen)
+
+
+def run_probe(name: str, store_or_data: Any, out_dir: str | Path | None, cfg: Any = None,
+              progress: Any = None) -> dict:
+    """Fit probe `name` on train, select on val, report on test; write results and weights to out_dir.
+
+    `store_or_data`: a clip store (path or opened `Store`) or a dict {"train", "val", "test"} of
+    ProbeData. `progress`: a rich Progress to advance, True for a fresh one, or None. With
+    `cfg.shots` / `cfg.fraction` the fit is repeated over `cfg.repeats` seeds on class-balanced
+    subsets of train and test metrics are reported as mean and std. Returns the results dict.
+    """
+    t0 = time.perf_counter()
+    cls = probe_class(name)
+    cfg = check(cfg if cfg is not None else cls.Config())
+    data, meta = _splits(store_or_data, cls, cfg)
+    load_s = time.perf_counter() - t0
+    warnings: list[str] = []
+    classes = meta.get("classes") or data["train"].classes
+    k = _num_classes(data, classes)
+    train_classes = set(np.unique(data["train"].y).tolist())
+    for split in ("val", "test"):
+        d = data[split]
+        if d is not None:
+            missing = sorted(set(np.unique(d.y).tolist()) - train_classes)
+            if missing:
+                names = [classes[c] if c < len(classes) else str(c) for c in missing[:10]]
+                msg = (f"{len(missing)} classes of {split!r} have no training video and can never be "
+                       f"predicted: {', '.join(names)}{' ...' if len(missing) > 10 else ''}")
+                log.warning(msg)
+                warnings.append(msg)
+    skipped = {s: d.skipped for s, d in data.items() if d is not None and d.skipped}
+
+    own_progress = progress is True
+    if own_progress:
+        from rich.progress import Progress
+
+        progress = Progress()
+        progress.start()
+    seeds = [cfg.seed + r for r in range(cfg.repeats)] if cfg.lowshot else [cfg.seed]
+    runs, probe = [], None
+    try:
+        for seed in seeds:
+            rcfg = dataclasses.replace(cfg, seed=seed)
+            train = subsample(data["train"], cfg.shots or None, cfg.fraction or None, seed) if cfg.lowshot \
+                else data["train"]
+            task = None
+            if progress is not None:
+                task = progress.add_task(f"{name} probe" + (f" seed {seed}" if cfg.lowshot else ""), total=None)
+
+            def on_step(done: int, total: int, task=task):
+                if progress is not None:
+                    progress.update(task, completed=done, total=total)
+
+            p = cls(rcfg, num_classes=k).fit(train, data["val"], on_step)
+            if data["test"] is not None:
+                p.evaluate(data["test"], "test")
+            runs.append({"seed": seed, "num_train": len(train), "selected": p.selected(),
+                         "val": _short(p.metrics["val"]), "test": _short(p.metrics.get("test", {}))})
+            probe = probe or p
+    finally:
+        if own_progress:
+            progress.stop()
+
+    extra = {**meta, "skipped": skipped, "warnings": warnings, "classes": classes,
+             "timings": {"load_s": load_s, "total_s": time.perf_counter() - t0,
+                         "fit_s": [probe.info.get("fit_seconds")]}}
+    extra.pop("classes") if not classes else None
+    if cfg.lowshot:
+        extra["runs"] = runs
+        extra["lowshot"] = {"shots": cfg.shots, "fraction": cfg.fraction, "repeats": cfg.repeats}
+        for split in ("val", "test"):
+            vals = [r[split] for r in runs if r[split]]
+            if vals:
+                keys = vals[0].keys()
+                extra[split] = {m: float(np.mean([v[m] for v in vals])) for m in keys}
+                extra[f"{split}_std"] = {m: float(np.std([v[m] for v in vals])) for m in keys}
+    res = {**probe.results(), **extra}
+    if out_dir is not None:
+        probe.save(out_dir, extra)
+    return res
+
+
+def _short(m: dict) -> dict:
+    return {k: v for k, v in m.items() if k in ("top1", "top5", "mean_class_acc")}
