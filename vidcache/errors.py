@@ -14,8 +14,11 @@ class ConfigError(VidcacheError):
     """A config with one or more invalid fields; every problem is listed, not only the first."""
 
     def __init__(self, problems: list[str], what: str = "config"):
-        self.problems = list(problems)
+        self.problems, self.what = list(problems), what
         super().__init__(f"invalid {what}: " + "; ".join(self.problems))
+
+    def __reduce__(self):  # rebuild from its fields when it crosses a process boundary
+        return type(self), (self.problems, self.what)
 
 
 class StoreError(VidcacheError):
