@@ -1,0 +1,298 @@
+"""Built-in backbones: `tiny`, `tiny_frame`, and the `vjepa:`, `vidcache:` and `torchscript:` loaders."""
+
+from __future__ import annotations
+
+import json
+import math
+import warnings
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import torch
+from torch import Tensor, nn
+
+from vidcache.errors import VidcacheError
+from vidcache.models.backbone import IMAGENET_MEAN, IMAGENET_STD, Backbone, FrameBackbone, check_video
+from vidcache.models.checkpoint import (
+    load_checkpoint,
+    load_state_dict_strict,
+    read_vidcache_checkpoint,
+    strip_prefixes,
+)
+from vidcache.models.registry import register_backbone, register_prefix
+from vidcache.models.vit import VisionTransformer, vit_from_size
+
+
+class VideoViTBackbone(Backbone):
+    """A video VisionTransformer as a backbone; tokens are the ViT's normed outputs."""
+
+    def __init__(self, vit: VisionTransformer, *, num_frames: int | None = None, frame_stride: int = 1,
+                 mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD):
+        super().__init__()
+        if not vit.is_video:
+            raise ValueError("VideoViTBackbone needs a video ViT (num_frames > 1); use FrameViTBackbone")
+        self.vit = vit
+        self.set_input_spec(embed_dim=vit.embed_dim, num_frames=num_frames or vit.num_frames,
+                            image_size=vit.img_size, patch_size=vit.patch_size,
+                            tubelet_size=vit.tubelet_size, frame_stride=frame_stride, mean=mean, std=std)
+
+    def forward_features(self, video: Tensor) -> Tensor:
+        check_video(video)
+        return self.vit(video)
+
+
+class FrameViTBackbone(FrameBackbone):
+    """An image VisionTransformer run on each frame: no token ever sees another frame."""
+
+    def __init__(self, vit: VisionTransformer, *, num_frames: int = 8, frame_stride: int = 1,
+                 mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD):
+        super().__init__()
+        if vit.is_video:
+            raise ValueError("FrameViTBackbone needs an image ViT (num_frames == 1)")
+        self.vit = vit
+        self.set_input_spec(embed_dim=vit.embed_dim, num_frames=num_frames, image_size=vit.img_size,
+                            patch_size=vit.patch_size, tubelet_size=1, frame_stride=frame_stride,
+                            mean=mean, std=std)
+
+    def encode_frames(self, frames: Tensor) -> Tensor:
+        return self.vit(frames)
+
+
+def _seeded_vit(seed: int, size: str, **kwargs: Any) -> VisionTransformer:
+    # fork_rng: building the modules draws from the global RNG before reset_parameters overwrites
+    # every weight; the caller's random stream must not depend on whether it built a backbone.
+    with torch.random.fork_rng(devices=[]):
+        vit = vit_from_size(size, **kwargs)
+    vit.reset_parameters(generator=torch.Generator().manual_seed(int(seed)))
+    return vit
+
+
+@register_backbone("tiny")
+def tiny(seed: int = 0, image_size: int = 64, num_frames: int = 8, frame_stride: int = 2,
+         patch_size: int = 8, tubelet_size: int = 4, size: str = "vit_micro") -> Backbone:
+    """A small randomly initialised video ViT (96-d, 4 blocks by default), identical for a seed.
+
+    Sized for a CPU demo: an 8 x 64 x 64 clip gives a 2 x 8 x 8 token grid (128 tokens) for about
+    0.16 GFLOPs, a few ms per clip; tubelets of 4 frames halve the cost of tubelets of 2.
+    """
+    vit = _seeded_vit(seed, size, img_size=image_size, num_frames=num_frames, patch_size=patch_size,
+                      tubelet_size=tubelet_size)
+    return VideoViTBackbone(vit, frame_stride=frame_stride)
+
+
+@register_backbone("tiny_frame")
+def tiny_frame(seed: int = 0, image_size: int = 64, num_frames: int = 8, frame_stride: int = 2,
+               patch_size: int = 16, size: str = "vit_micro") -> Backbone:
+    """Per-frame counterpart of `tiny`: an image ViT applied to each frame, with no time position.
+
+    With 16-pixel patches it also yields 128 tokens per clip (8 frames x 4 x 4), at a similar cost.
+
+    Its pooled clip embedding is a mean over frames, so it cannot tell a clip from its reverse:
+    motion is visible only by comparing clips.
+    """
+    vit = _seeded_vit(seed, size, img_size=image_size, num_frames=1, patch_size=patch_size)
+    return FrameViTBackbone(vit, num_frames=num_frames, frame_stride=frame_stride)
+
+
+# --- facebookresearch/jepa checkpoints -----------------------------------------------------------
+
+_HEADS_BY_DIM = {96: 3, 192: 3, 384: 6, 768: 12, 1024: 16, 1280: 16, 1408: 16, 1664: 16}
+# Tried in order when the checkpoint alone does not fix the image size (the position table only
+# gives frames x height x width); the released V-JEPA models use 224 and 384.
+_IMAGE_SIZES = (224, 384, 256, 448, 512, 320, 288, 192, 160, 128, 112, 96, 64, 32)
+
+
+def _pick_encoder(ckpt: Any, which: str | None, path: str) -> dict:
+    if not isinstance(ckpt, Mapping):
+        raise VidcacheError(f"{path} does not hold a state dict or a jepa checkpoint dict")
+    if which is not None:
+        if not isinstance(ckpt.get(which), Mapping):
+            have = [k for k, v in ckpt.items() if isinstance(v, Mapping)]
+            raise VidcacheError(f"{path} has no {which!r} weights (it has: {', '.join(have) or 'none'})")
+        return dict(ckpt[which])
+    for key in ("target_encoder", "encoder"):
+        if isinstance(ckpt.get(key), Mapping):
+            return dict(ckpt[key])
+    if any(isinstance(v, Tensor) for v in ckpt.values()):
+        return dict(ckpt)  # a bare state dict
+    raise VidcacheError(f"{path} has neither 'target_encoder' nor 'encoder' weights "
+                        f"(top-level keys: {', '.join(map(str, list(ckpt)[:8]))})")
+
+
+def infer_vit_config(state: Mapping[str, Tensor], *, image_size: int | None = None,
+                     num_frames: int | None = None, num_heads: int | None = None) -> dict[str, Any]:
+    """VisionTransformer options from a jepa-style state dict's tensor shapes.
+
+    Width, depth, MLP ratio, qkv bias, patch and tubelet size are read from the shapes; the head
+    count from the width (standard sizes) or `num_heads`; image size and frame count from the
+    position table length, choosing the first usual image size that divides it unless given.
+    """
+    def need(key: str) -> Tensor:
+        if key not in state:
+            raise VidcacheError(f"not a jepa VisionTransformer state dict: no {key!r} "
+                                f"(keys start: {', '.join(list(state)[:5])})")
+        return state[key]
+
+    w = need("patch_embed.proj.weight")
+    embed_dim, in_chans = int(w.shape[0]), int(w.shape[1])
+    if w.dim() == 5:
+        tubelet, patch = int(w.shape[2]), int(w.shape[3])
+    elif w.dim() == 4:
+        tubelet, patch = 1, int(w.shape[2])
+    else:
+        raise VidcacheError(f"patch_embed.proj.weight has unexpected shape {tuple(w.shape)}")
+    if "pos_embed" not in state:
+        raise VidcacheError("checkpoint has no 'pos_embed' table; V-JEPA 2 (RoPE) models load with the "
+                            "'hf:' prefix from their Hugging Face conversion")
+    n_pos = int(state["pos_embed"].shape[1])
+    depth = 1 + max((int(k.split(".")[1]) for k in state if k.startswith("blocks.")), default=-1)
+    if depth == 0:
+        raise VidcacheError("checkpoint has no 'blocks.*' weights")
+    mlp_ratio = int(need("blocks.0.mlp.fc1.weight").shape[0]) / embed_dim
+    heads = num_heads or _HEADS_BY_DIM.get(embed_dim)
+    if heads is None:
+        raise VidcacheError(f"cannot infer the number of attention heads for width {embed_dim}; "
+                            "pass num_heads")
+
+    def frames_for(size: int) -> int | None:
+        per_frame = (size // patch) ** 2
+        if size % patch or n_pos % per_frame:
+            return None
+        return (n_pos // per_frame) * tubelet if w.dim() == 5 else 1
+
+    if image_size is not None:
+        frames = frames_for(image_size)
+        if frames is None:
+            raise VidcacheError(f"image_size {image_size} does not fit the checkpoint's {n_pos} positions "
+                                f"with patch {patch}")
+    else:
+        image_size = next((s for s in _IMAGE_SIZES if frames_for(s) is not None), None)
+        if image_size is None:
+            side = math.isqrt(n_pos)
+            if w.dim() == 5 or side * side != n_pos:
+                raise VidcacheError(f"cannot infer the image size from {n_pos} positions; pass image_size")
+            image_size = side * patch
+        frames = frames_for(image_size)
+    if num_frames is not None and w.dim() == 5 and num_frames != frames:
+        raise VidcacheError(f"num_frames {num_frames} does not fit the checkpoint: {n_pos} positions at "
+                            f"image_size {image_size} mean {frames} frames")
+    return dict(img_size=image_size, patch_size=patch, num_frames=frames, tubelet_size=max(tubelet, 1),
+                in_chans=in_chans, embed_dim=embed_dim, depth=depth, num_heads=heads, mlp_ratio=mlp_ratio,
+                qkv_bias="blocks.0.attn.qkv.bias" in state)
+
+
+def _wrap_vit(vit: VisionTransformer, *, clip_frames: int | None, frame_stride: int,
+              mean: Sequence[float], std: Sequence[float]) -> Backbone:
+    if vit.is_video:
+        return VideoViTBackbone(vit, num_frames=clip_frames, frame_stride=frame_stride, mean=mean, std=std)
+    return FrameViTBackbone(vit, num_frames=clip_frames or 16, frame_stride=frame_stride, mean=mean, std=std)
+
+
+@register_prefix("vjepa", "vjepa:<jepa checkpoint file>")
+def load_vjepa(path: str, *, which: str | None = None, image_size: int | None = None,
+               num_frames: int | None = None, num_heads: int | None = None, frame_stride: int = 4,
+               mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD,
+               trust_checkpoint: bool = False) -> Backbone:
+    """A facebookresearch/jepa encoder: `target_encoder` by default (else `encoder`), loaded strictly.
+
+    `which` picks the weights ('target_encoder' or 'encoder'); `image_size` / `num_frames` resolve
+    an ambiguous position table; `frame_stride` 4 is the V-JEPA evaluation default.
+    """
+    state = strip_prefixes(_pick_encoder(load_checkpoint(path, trust=trust_checkpoint), which, path))
+    config = infer_vit_config(state, image_size=image_size, num_frames=num_frames, num_heads=num_heads)
+    vit = VisionTransformer(**config)
+    load_state_dict_strict(vit, state, path)
+    return _wrap_vit(vit, clip_frames=num_frames if not vit.is_video else None,
+                     frame_stride=frame_stride, mean=mean, std=std)
+
+
+@register_prefix("vidcache", "vidcache:<checkpoint from vidcache pretrain>")
+def load_vidcache(path: str, *, which: str = "target_encoder", num_frames: int | None = None,
+                  frame_stride: int | None = None, trust_checkpoint: bool = False) -> Backbone:
+    """An encoder trained by `vidcache pretrain` (see vidcache.models.checkpoint for the format).
+
+    Normalisation and frame stride come from the checkpoint's `preprocess` entry when present.
+    """
+    ckpt = read_vidcache_checkpoint(path, trust=trust_checkpoint)
+    if not isinstance(ckpt.get(which), Mapping):
+        raise VidcacheError(f"vidcache checkpoint {path} has no {which!r} weights")
+    try:
+        vit = VisionTransformer(**ckpt["model_config"])
+    except (TypeError, ValueError) as err:
+        raise VidcacheError(f"vidcache checkpoint {path} has an invalid model_config: {err}") from err
+    load_state_dict_strict(vit, strip_prefixes(ckpt[which]), path)
+    pre = ckpt.get("preprocess") or {}
+    stride = frame_stride if frame_stride is not None else int(pre.get("frame_stride", 1))
+    return _wrap_vit(vit, clip_frames=num_frames if not vit.is_video else None, frame_stride=stride,
+                     mean=pre.get("mean", IMAGENET_MEAN), std=pre.get("std", IMAGENET_STD))
+
+
+# --- TorchScript ---------------------------------------------------------------------------------
+
+_TS_FIELDS = ("embed_dim", "num_frames", "image_size", "patch_size", "tubelet_size", "frame_stride",
+              "mean", "std")
+
+
+class TorchScriptBackbone(Backbone):
+    """A scripted module mapping normalised clips `[B, 3, T, H, W]` to tokens `[B, L, D]` or `[B, D]`.
+
+    Its input spec comes from, in increasing priority: attributes of the scripted module with the
+    names in `_TS_FIELDS`, a JSON sidecar (`<file>.json` or the file name with `.json` instead of its
+    suffix), and explicit options. `embed_dim`, `num_frames` and `image_size` are required;
+    `patch_size` / `tubelet_size` default to the whole frame / clip (one token), and must be given
+    when the module returns more tokens, so that `token_grid` multiplies out to L.
+    """
+
+    def __init__(self, module: nn.Module, spec: Mapping[str, Any]):
+        super().__init__()
+        self.module = module
+        self.set_input_spec(**spec)
+
+    def forward_features(self, video: Tensor) -> Tensor:
+        check_video(video)
+        out = self.module(video)
+        if out.dim() == 2:
+            out = out[:, None]
+        if out.dim() != 3 or out.shape[-1] != self.embed_dim:
+            raise VidcacheError(f"scripted backbone returned shape {tuple(out.shape)}; expected "
+                                f"[B, L, {self.embed_dim}] or [B, {self.embed_dim}]")
+        return out
+
+
+@register_prefix("torchscript", "torchscript:<scripted module file>")
+def load_torchscript(path: str, **options: Any) -> Backbone:
+    """Load a `torch.jit.save`d module; options override its attributes and JSON sidecar."""
+    file = Path(path)
+    if not file.is_file():
+        raise VidcacheError(f"TorchScript file {file} does not exist")
+    unknown = sorted(set(options) - set(_TS_FIELDS))
+    if unknown:
+        raise VidcacheError(f"unknown option(s) {', '.join(unknown)} for torchscript: "
+                            f"(options: {', '.join(_TS_FIELDS)})")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)  # TorchScript is deprecated, still loads
+            module = torch.jit.load(str(file), map_location="cpu")
+    except RuntimeError as err:
+        raise VidcacheError(f"cannot load {file} as TorchScript: {str(err).splitlines()[0]}") from err
+    spec: dict[str, Any] = {}
+    for name in _TS_FIELDS:
+        if hasattr(module, name):
+            value = getattr(module, name)
+            spec[name] = tuple(value) if isinstance(value, (list, tuple)) else value
+    for sidecar in (file.with_name(file.name + ".json"), file.with_suffix(".json")):
+        if sidecar.is_file():
+            try:
+                meta = json.loads(sidecar.read_text())
+            except json.JSONDecodeError as err:
+                raise VidcacheError(f"sidecar {sidecar} is not valid JSON: {err}") from err
+            spec.update({k: v for k, v in meta.items() if k in _TS_FIELDS})
+            break
+    spec.update(options)
+    missing = [k for k in ("embed_dim", "num_frames", "image_size") if k not in spec]
+    if missing:
+        raise VidcacheError(f"TorchScript backbone {file} does not say its {', '.join(missing)}: add them as "
+                            f"module attributes, in {file.name}.json, or as options")
+    spec.setdefault("patch_size", spec["image_size"])
+    spec.setdefault("tubelet_size", spec["num_frames"])
+    return TorchScriptBackbone(module, spec)

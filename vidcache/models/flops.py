@@ -1,0 +1,38 @@
+"""FLOPs of one forward pass, counted by torch's dispatcher (matmuls, convolutions, attention)."""
+
+from __future__ import annotations
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
+
+from vidcache.models.backbone import Backbone
+
+
+def _cpu_flash_attention_flop(query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs) -> int:
+    return sdpa_flop_count(query_shape, key_shape, value_shape)
+
+
+# torch counts the CUDA attention kernels but not the fused CPU one, so attention would vanish from
+# CPU counts; registering it keeps FLOPs independent of the device they were counted on.
+_EXTRA_FORMULAS = {}
+if hasattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu"):
+    _EXTRA_FORMULAS[torch.ops.aten._scaled_dot_product_flash_attention_for_cpu] = _cpu_flash_attention_flop
+
+
+def count_flops(backbone: Backbone, clip_shape: tuple[int, int, int, int, int] | None = None) -> int:
+    """FLOPs (multiply and add counted separately) for `pool(forward_features(clip))`.
+
+    `clip_shape` defaults to one clip of the backbone's own input size, `(1, 3, T, S, S)`. Only ops
+    torch has a formula for are counted (matmul, conv, attention); norms and activations are not,
+    which is the usual convention for model FLOPs.
+    """
+    if clip_shape is None:
+        clip_shape = (1, 3, backbone.num_frames, backbone.image_size, backbone.image_size)
+    p = next(backbone.parameters(), None)
+    device = p.device if p is not None else torch.device("cpu")
+    dtype = p.dtype if p is not None and p.is_floating_point() else torch.float32
+    clip = torch.zeros(clip_shape, device=device, dtype=dtype)
+    counter = FlopCounterMode(display=False, custom_mapping=_EXTRA_FORMULAS)
+    with torch.no_grad(), counter:
+        backbone.pool(backbone.forward_features(clip))
+    return int(counter.get_total_flops())
