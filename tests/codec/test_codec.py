@@ -219,3 +219,69 @@ def test_gpu_search_matches_cpu():
     codes = torch.from_numpy(cb_cpu.encode_frames(frames)[None].astype(np.int32)).cuda()
     ref = decode_codes_np(codes.cpu().numpy(), cb_cpu.centroids_255(), 4).transpose(0, 4, 1, 2, 3)
     np.testing.assert_allclose(dec(codes).cpu().numpy(), ref, atol=1e-3)
+
+
+# ---------------------------------------------------------------- end to end on real files
+
+def _write_mp4(path, frames, fps=10):
+    import av
+
+    with av.open(str(path), "w") as c:
+        s = c.add_stream("libx264", rate=fps)
+        s.width, s.height, s.pix_fmt = frames.shape[2], frames.shape[1], "yuv444p"
+        s.options = {"crf": "0"}
+        for f in frames:
+            for pkt in s.encode(av.VideoFrame.from_ndarray(f, format="rgb24")):
+                c.mux(pkt)
+        for pkt in s.encode():
+            c.mux(pkt)
+    return str(path)
+
+
+def test_train_from_manifest_then_evaluate_store(tmp_path):
+    from vidcache.cache.store import ArraySpec, Store
+    from vidcache.codec import evaluate_store, train_codebook
+    from vidcache.data.manifest import Manifest
+    from vidcache.extract.decode import open_video
+
+    paths = [_write_mp4(tmp_path / f"v{i}.mp4", _frames(6, 24, 32, seed=10 + i)) for i in range(4)]
+    (tmp_path / "empty.mp4").write_bytes(b"")
+    paths.append(str(tmp_path / "empty.mp4"))
+    man = Manifest(paths, [0, 1, 0, 1, 0], ["train", "train", "test", "test", "train"], ["a", "b"])
+    cfg = CodecConfig(k=32, patch=4, size=16, niter=3, frames_per_video=3, max_patches=500, device="cpu")
+    with pytest.warns(UserWarning, match="1 of 3 training videos could not be decoded"):
+        cb = train_codebook(man, cfg, progress=False)
+    assert cb.config["n_train_videos"] == 2 and cb.config["n_failed_videos"] == 1
+    assert cb.config["train_digest"] == training_digest([(paths[0], [1, 3, 5]), (paths[1], [1, 3, 5])])
+
+    # A code store as `extract codes` writes it (DESIGN.md §2), with fps resampling 10 -> 5.
+    t_max = 3
+    store = Store.create(tmp_path / "codes.zarr", "codes", man, {"codec": cb.config},
+                         {"codes/frames": ArraySpec((t_max, 4, 4), "uint16", compress=True),
+                          "videos/num_code_frames": ArraySpec((), "int32")}, videos_per_block=8)
+    store.add_array("codes/codebook", cb.centroids_255(), cb.store_attrs(fps=5.0, max_frames=t_max))
+    codes = np.zeros((5, t_max, 4, 4), np.uint16)
+    counts, status, errors, direct = np.zeros(5, np.int32), [], [], []
+    for i, p in enumerate(paths):
+        try:
+            with open_video(p) as v:
+                idx = select_frames(v.num_frames, v.fps, 5.0, t_max)
+                frames = cb.preprocess_frames(v.get_frames(idx.tolist()))
+        except DataError as e:
+            status.append(2), errors.append(str(e))
+            continue
+        codes[i, :len(idx)] = cb.encode_frames(frames, preprocess=False)
+        counts[i] = len(idx)
+        status.append(1), errors.append("")
+        direct.append(psnr(frames, cb.decode(codes[i, :len(idx)])))
+    store.write_block(0, {"codes/frames": codes, "videos/num_code_frames": counts}, status, errors)
+
+    res = evaluate_store(tmp_path / "codes.zarr", split="test", preview=tmp_path / "prev.png", device="cpu")
+    assert res["n_videos"] == 2 and res["held_out"]
+    assert list(res["psnr_per_video"].values()) == pytest.approx(direct[2:4])
+    assert res["compression_codes"] == pytest.approx(4 * 4 * 3 / 2)
+    raw = 4 * 3 * 16 * 16 * 3  # 4 done videos x 3 frames x 16 x 16 x RGB
+    assert res["raw_bytes_store"] == raw and res["compression_disk"] == pytest.approx(raw / res["store_bytes_on_disk"])
+    assert (tmp_path / "prev.png").stat().st_size > 1000
+    with pytest.raises(DataError, match="trained on split 'train'"):
+        evaluate_store(tmp_path / "codes.zarr", split="train", device="cpu")

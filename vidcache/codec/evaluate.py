@@ -48,7 +48,7 @@ def evaluate_codes(originals: Sequence[np.ndarray], codes: Sequence[np.ndarray],
                             f"were they preprocessed with this codebook's size ({codebook.size})?")
         per_video[name] = psnr(orig, recon)
         raw_bytes += orig.size  # uint8 RGB: one byte per value
-        code_bytes += code.size * codebook.dtype.itemsize
+        code_bytes += code.nbytes  # the dtype it is stored in (uint8 codes may sit in a uint16 array)
     values = [v for v in per_video.values() if math.isfinite(v)]
     return {
         "psnr_per_video": per_video,
