@@ -1,0 +1,216 @@
+import json
+from pathlib import Path
+
+import av
+import decord
+import numpy as np
+import pytest
+from scipy.stats import ks_2samp
+
+from vidcache.data.manifest import read_manifest
+from vidcache.data.synth import (
+    CLASS_NAMES,
+    CLASS_PAIRS,
+    SynthConfig,
+    _video_rng,
+    class_kind,
+    render_video,
+    synth_classes,
+    synthesize,
+)
+from vidcache.errors import ConfigError, DataError
+
+CFG = SynthConfig(videos=24, classes=4, seed=7, size=32, frames=12, fps=8)
+MOTION_PAIRS = [p for p in CLASS_PAIRS if class_kind(p[0]) == "motion"]
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    out = tmp_path_factory.mktemp("synth") / "corpus"
+    calls = []
+    m = synthesize(out, CFG, progress=lambda done, total: calls.append((done, total)))
+    return out, m, calls
+
+
+def test_class_order_and_kinds():
+    assert len(CLASS_NAMES) == len(set(CLASS_NAMES)) == 16
+    assert synth_classes(2) == ["motion_left", "motion_right"]
+    assert synth_classes(4) == ["motion_left", "motion_right", "appearance_disc", "appearance_square"]
+    for a, b in CLASS_PAIRS:
+        assert class_kind(a) == class_kind(b)
+    kinds = [class_kind(c) for c in synth_classes(12)]
+    assert kinds.count("motion") == 8 and kinds.count("appearance") == 4
+    with pytest.raises(DataError, match="motion_ or appearance_"):
+        class_kind("walking")
+    with pytest.raises(DataError, match="2..16"):
+        synth_classes(17)
+
+
+def test_config_reports_every_problem():
+    bad = SynthConfig(videos=1, classes=20, size=33, frames=1, fps=0, val_fraction=0.6, test_fraction=0.5,
+                      crf=60, noise=-1)
+    problems = bad.validate()
+    assert len(problems) == 8, problems  # the two fractions share one message
+    with pytest.raises(ConfigError, match="size must be even"):
+        synthesize("unused", bad)
+    assert CFG.validate() == []
+
+
+def test_files_decode_with_pyav_and_decord(corpus):
+    out, m, _ = corpus
+    assert len(m) == 24 and all(Path(p).is_file() for p in m.paths)
+    for p in m.paths[:6]:
+        with av.open(p) as c:
+            frames = [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
+            assert c.streams.video[0].codec_context.name == "h264"
+            assert c.streams.video[0].codec_context.pix_fmt == "yuv420p"
+        assert len(frames) == CFG.frames and frames[0].shape == (CFG.size, CFG.size, 3)
+        vr = decord.VideoReader(p)
+        assert len(vr) == CFG.frames and vr[0].shape == (CFG.size, CFG.size, 3)
+        assert vr.get_avg_fps() == pytest.approx(CFG.fps)
+        batch = vr.get_batch([0, CFG.frames - 1]).asnumpy()
+        assert np.abs(batch[1].astype(int) - frames[-1]).mean() < 2  # both decoders read the same pixels
+
+
+def test_file_holds_the_rendered_video(corpus):
+    out, m, _ = corpus
+    rendered, _ = render_video(m.classes[m.labels[0]], _video_rng(CFG.seed, 0), CFG.size, CFG.frames, CFG.noise)
+    with av.open(m.paths[0]) as c:
+        decoded = np.stack([f.to_ndarray(format="rgb24") for f in c.decode(video=0)])
+    err = np.abs(decoded.astype(int) - rendered).mean()
+    assert err < 10, err  # lossy, but the same picture
+    other, _ = render_video(m.classes[m.labels[0]], _video_rng(CFG.seed, 4), CFG.size, CFG.frames, CFG.noise)
+    assert np.abs(decoded.astype(int) - other).mean() > 2 * err
+
+
+def test_manifest_labels_and_splits(corpus):
+    out, m, calls = corpus
+    assert calls[0] == (1, 24) and calls[-1] == (24, 24) and len(calls) == 24
+    back = read_manifest(out / "manifest.csv")
+    assert back.classes == m.classes == synth_classes(4)
+    assert (out / "classes.txt").read_text().split() == synth_classes(4)
+    assert back.labels.tolist() == [i % 4 for i in range(24)] == m.labels.tolist()
+    assert back.splits == m.splits and back.paths == m.paths
+    for y in range(4):
+        splits = [s for s, lab in zip(m.splits, m.labels) if lab == y]
+        assert sorted(splits) == ["test", "train", "train", "train", "train", "val"]
+    for p, y in zip(m.paths, m.labels):
+        assert Path(p).parent.name == m.classes[y]
+    meta = json.loads((out / "synth.json").read_text())
+    assert meta["config"]["seed"] == 7 and meta["kinds"]["appearance_disc"] == "appearance"
+
+
+def test_same_seed_same_bytes_other_seed_differs(corpus, tmp_path):
+    out, m, _ = corpus
+    again = synthesize(tmp_path / "again", CFG)
+    rel = lambda root, ps: [str(Path(p).relative_to(root)) for p in ps]  # noqa: E731
+    assert rel(tmp_path / "again", again.paths) == rel(out, m.paths)
+    for a, b in zip(m.paths, again.paths):
+        assert Path(a).read_bytes() == Path(b).read_bytes()
+    assert (out / "manifest.csv").read_bytes() == (tmp_path / "again" / "manifest.csv").read_bytes()
+    other = synthesize(tmp_path / "other", SynthConfig(**{**CFG.__dict__, "seed": 8, "videos": 4}))
+    for a, b in zip(m.paths, other.paths):
+        assert Path(a).read_bytes() != Path(b).read_bytes()
+
+
+def test_overwrite_rules(tmp_path):
+    small = SynthConfig(videos=2, classes=2, size=16, frames=4)
+    synthesize(tmp_path / "c", small)
+    with pytest.raises(DataError, match="not empty"):
+        synthesize(tmp_path / "c", small)
+    m = synthesize(tmp_path / "c", SynthConfig(videos=3, classes=3, size=16, frames=4), overwrite=True)
+    assert sorted(p.parent.name for p in (tmp_path / "c" / "videos").rglob("*.mp4")) == sorted(m.classes)
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "thesis.tex").write_text("x")
+    with pytest.raises(DataError, match="not a synthetic corpus"):
+        synthesize(tmp_path / "mine", small, overwrite=True)
+    assert (tmp_path / "mine" / "thesis.tex").is_file()
+
+
+# ---------------------------------------------------------------------------- the corpus' purpose
+
+N, SIZE, T = 80, 24, 8
+
+
+def render_many(name, n=N, size=SIZE, frames=T, offset=0):
+    # Independent seeds per class: with shared seeds the two classes of a pair render the same frame 0.
+    out = [render_video(name, np.random.default_rng([11, offset, CLASS_NAMES.index(name), i]), size, frames)
+           for i in range(n)]
+    return np.stack([v for v, _ in out]), [info for _, info in out]
+
+
+def frame_features(frames):
+    """Per-video statistics of ONE frame [n, H, W, 3]: where strong edges are (2x2 cells), how many,
+    and the mean colour. Background grain and camera noise stay below the edge threshold."""
+    f = frames.astype(np.float64)
+    edges = (np.abs(np.diff(f, axis=1))[:, :, :-1] + np.abs(np.diff(f, axis=2))[:, :-1, :]).max(-1) > 45
+    n, h, w = edges.shape
+    cells = edges[:, : h // 2 * 2, : w // 2 * 2].reshape(n, 2, h // 2, 2, w // 2).mean((2, 4)).reshape(n, 4)
+    return np.concatenate([cells, edges.mean((1, 2))[:, None], frames.reshape(n, -1, 3).mean(1)], axis=1)
+
+
+def max_z(fa, fb):
+    z = (fa.mean(0) - fb.mean(0)) / np.sqrt(fa.var(0) / len(fa) + fb.var(0) / len(fb) + 1e-12)
+    return np.abs(z).max()
+
+
+def global_flow(video):
+    """Least-squares image motion (vx, vy) from brightness constancy, summed over the video."""
+    g = video.astype(np.float64).mean(-1)
+    ix = (np.roll(g, -1, 2) - np.roll(g, 1, 2)) / 2
+    iy = (np.roll(g, -1, 1) - np.roll(g, 1, 1)) / 2
+    it = g[1:] - g[:-1]
+    ix, iy = (ix[1:] + ix[:-1]) / 2, (iy[1:] + iy[:-1]) / 2
+    return -(ix * it).sum(), -(iy * it).sum()
+
+
+@pytest.mark.parametrize("pair", MOTION_PAIRS, ids=lambda p: "/".join(p))
+def test_motion_pair_is_not_separable_from_one_frame(pair):
+    (va, ia), (vb, ib) = render_many(pair[0]), render_many(pair[1])
+    for t in (0, T // 2, T - 1):
+        z = max_z(frame_features(va[:, t]), frame_features(vb[:, t]))
+        assert z < 4.5, (t, z)
+    # The hidden state of each frame has one distribution in both classes.
+    for key, wrap in (("cx", None), ("cy", None), ("angle", 2 * np.pi), ("radius", None)):
+        for t in (0, T - 1):
+            a, b = np.array([i[key][t] for i in ia]), np.array([i[key][t] for i in ib])
+            if wrap:
+                a, b = np.mod(a, wrap), np.mod(b, wrap)
+            if np.ptp(np.concatenate([a, b])) > 0:
+                assert ks_2samp(a, b).pvalue > 1e-3, (key, t)
+
+
+def test_control_one_frame_statistics_catch_a_biased_start():
+    # What a naive corpus would do: leftward objects start on the left half, rightward on the right.
+    (va, ia), (vb, ib) = render_many("motion_left"), render_many("motion_right")
+    left = np.array([i["cx"][0] < SIZE / 2 for i in ia])
+    right = np.array([i["cx"][0] >= SIZE / 2 for i in ib])
+    assert max_z(frame_features(va[left, 0]), frame_features(vb[right, 0])) > 4.5
+    assert ks_2samp([i["cx"][0] for i, k in zip(ia, left) if k], [i["cx"][0] for i, k in zip(ib, right) if k]).pvalue < 1e-3
+
+
+@pytest.mark.parametrize("pair,axis", [(("motion_left", "motion_right"), 0), (("motion_up", "motion_down"), 1)])
+def test_motion_pair_is_separated_by_time(pair, axis):
+    n = 30
+    (va, _), (vb, _) = render_many(pair[0], n=n, frames=12, offset=1), render_many(pair[1], n=n, frames=12, offset=1)
+    fa = np.array([global_flow(v)[axis] for v in va])
+    fb = np.array([global_flow(v)[axis] for v in vb])
+    accuracy = ((fa < 0).sum() + (fb > 0).sum()) / (2 * n)  # left/up move towards smaller coordinates
+    assert accuracy >= 0.9, accuracy
+
+
+def test_trajectories_follow_their_class():
+    for name, check in [
+        ("motion_cw", lambda i: np.all(np.diff(i["angle"]) > 0)),
+        ("motion_ccw", lambda i: np.all(np.diff(i["angle"]) < 0)),
+        ("motion_grow", lambda i: np.median(np.sign(np.diff(i["radius"]))) > 0),
+        ("motion_shrink", lambda i: np.median(np.sign(np.diff(i["radius"]))) < 0),
+        ("motion_left", lambda i: np.all(np.diff(i["angle"]) == 0) and np.ptp(i["cy"]) == 0),
+    ]:
+        _, infos = render_many(name, n=10)
+        assert all(check(i) for i in infos), name
+    _, fast = render_many("motion_fast", n=10)
+    _, slow = render_many("motion_slow", n=10)
+    step = lambda i: np.hypot(*np.mod([i["cx"][1] - i["cx"][0] + SIZE / 2, i["cy"][1] - i["cy"][0] + SIZE / 2],  # noqa: E731
+                                       SIZE) - SIZE / 2)
+    assert min(step(i) for i in fast) > 2 * max(step(i) for i in slow) > 0
