@@ -5,6 +5,7 @@ training samples vote for their class with weight exp(sim / T) (T = 0.07); the c
 summed votes. One faiss search for the largest k serves every k, since the k nearest neighbours are
 the first k of the k_max nearest. Neighbours are ordered by decreasing similarity and, at equal
 similarity, by increasing training index, so results do not depend on faiss's internal tie order.
+With fewer training samples than k, all of them vote.
 """
 
 from __future__ import annotations
@@ -66,12 +67,17 @@ def search(bank: np.ndarray, queries: np.ndarray, k: int, gpu: bool = False,
            batch: int = 4096) -> tuple[np.ndarray, np.ndarray]:
     """Exact inner-product search: (similarities, indices) [nq, min(k, n_bank)], best first.
 
-    Rows are re-sorted by (similarity desc, index asc) so that equal similarities come in index order.
+    faiss's float32 GEMM can put a different last bit on equal similarities, and its order among
+    ties is unspecified. So a few more neighbours than asked are fetched, their similarities are
+    recomputed one dot product at a time in float64 (rounded to float32), and rows are sorted by
+    (similarity desc, index asc): ties then resolve by index, as long as no more than `pad` tied
+    neighbours straddle the k-th place.
     """
     import faiss
 
     bank = np.ascontiguousarray(bank, dtype=np.float32)
     k = min(int(k), len(bank))
+    pad = min(len(bank) - k, max(8, k // 8))
     index = faiss.IndexFlatIP(bank.shape[1])
     if gpu:
         res = faiss.StandardGpuResources()
@@ -79,13 +85,19 @@ def search(bank: np.ndarray, queries: np.ndarray, k: int, gpu: bool = False,
     index.add(bank)
     sims, ids = [], []
     for s in range(0, len(queries), batch):
-        d, i = index.search(np.ascontiguousarray(queries[s:s + batch], dtype=np.float32), k)
-        sims.append(d)
-        ids.append(i)
-    sim = np.concatenate(sims) if sims else np.zeros((0, k), np.float32)
-    idx = np.concatenate(ids).astype(np.int64) if ids else np.zeros((0, k), np.int64)
-    order = np.lexsort((idx, -sim), axis=1) if len(sim) else np.zeros((0, k), np.int64)
-    return np.take_along_axis(sim, order, 1), np.take_along_axis(idx, order, 1)
+        q = np.ascontiguousarray(queries[s:s + batch], dtype=np.float32)
+        _, i = index.search(q, k + pad)
+        i = i.astype(np.int64)
+        d = np.empty(i.shape, dtype=np.float32)
+        for c in range(0, len(q), 256):  # bounded float64 temporaries
+            cand = bank[i[c:c + 256]].astype(np.float64)
+            d[c:c + 256] = np.einsum("qkd,qd->qk", cand, q[c:c + 256].astype(np.float64))
+        order = np.lexsort((i, -d), axis=1)[:, :k]
+        sims.append(np.take_along_axis(d, order, 1))
+        ids.append(np.take_along_axis(i, order, 1))
+    if not sims:
+        return np.zeros((0, k), np.float32), np.zeros((0, k), np.int64)
+    return np.concatenate(sims), np.concatenate(ids)
 
 
 def weighted_votes(sim: np.ndarray, labels: np.ndarray, k: int, num_classes: int,
