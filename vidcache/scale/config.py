@@ -40,7 +40,7 @@ class ScaleConfig:
     weight_decay: float = field(0.0, help="Adam (L2) weight decay.")
     warmup_epochs: int = field(0, help="Linear warm-up epochs before the cosine decay (0 = none).")
     seed: int = field(0, help="Seed for initialisation, set sampling and masking.")
-    split: str = field("train", help="Store split used for self-supervised training.")
+    split: str = field("train", help="Store split used for self-supervised training ('all' = every split).")
     # where and how fast (not part of the result)
     device: str = field("auto", help="'auto' (cuda when available), 'cpu' or 'cuda[:i]'.", hashed=False)
     checkpoint_every: int = field(10, help="Epochs between resumable checkpoints.", hashed=False)

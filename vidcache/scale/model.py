@@ -45,6 +45,13 @@ class Block(nn.Module):
         return x + self.mlp(self.norm2(x))
 
 
+def _init_linear(module: nn.Module) -> None:
+    for m in module.modules():
+        if isinstance(m, nn.Linear):
+            nn.init.xavier_uniform_(m.weight)
+            nn.init.zeros_(m.bias)
+
+
 def mlp(in_dim: int, hidden: int, out_dim: int, layers: int = 3) -> nn.Sequential:
     """Linear-GELU stack without batch norm (the thesis' contrastive heads use none)."""
     mods: list[nn.Module] = []
@@ -80,11 +87,11 @@ class SCALEPredictor(nn.Module):
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
+        # Xavier keeps each layer's gain near 1 at any width (as in MAE); std-0.02 weights, tuned
+        # for 768-wide ViTs, shrink the signal in narrow predictors and stall training.
+        _init_linear(self)
         for m in self.modules():
-            if isinstance(m, nn.Linear):
-                nn.init.trunc_normal_(m.weight, std=0.02)
-                nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.LayerNorm):
+            if isinstance(m, nn.LayerNorm):
                 nn.init.ones_(m.weight)
                 nn.init.zeros_(m.bias)
         nn.init.trunc_normal_(self.mask_token, std=0.02)
@@ -128,10 +135,7 @@ class SCALEModel(nn.Module):
         self.set_a = mlp(hidden_dim, head_hidden, proj_dim)
         self.set_b = mlp(hidden_dim, head_hidden, proj_dim)
         for head in (self.mcm_pred, self.mcm_target, self.set_a, self.set_b):
-            for m in head.modules():
-                if isinstance(m, nn.Linear):
-                    nn.init.trunc_normal_(m.weight, std=0.02)
-                    nn.init.zeros_(m.bias)
+            _init_linear(head)
 
     @classmethod
     def from_config(cls, in_dim: int, cfg) -> "SCALEModel":

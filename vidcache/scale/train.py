@@ -168,10 +168,9 @@ def _save_state(out: Path, model, opt, epoch: int, device: torch.device) -> None
 
 
 def open_store(path: str | Path):
-    """Open a clip store through vidcache.cache (imported here so scale/ works without it)."""
+    """Open a clip store (vidcache.cache is imported here so the rest of scale/ works without it)."""
     from vidcache.cache.store import Store
-    opener = getattr(Store, "open", None)
-    return opener(str(path)) if opener is not None else Store(str(path))
+    return Store.open(str(path), kind="clips")
 
 
 def train_from_store(store: str | Path, out_dir: str | Path, cfg: ScaleConfig, overwrite: bool = False,
@@ -179,12 +178,9 @@ def train_from_store(store: str | Path, out_dir: str | Path, cfg: ScaleConfig, o
     """`vidcache scale train STORE -o RUN`: load the split's done videos and train SCALE on them."""
     check(cfg, "SCALE config")
     st = open_store(store)
-    kind = (getattr(st, "attrs", {}) or {}).get("vidcache", {}).get("kind", "clips")
-    if kind != "clips":
-        raise StoreError(f"{store} is a {kind!r} store; SCALE trains on a clip store (vidcache extract)")
-    arrays = st.load(arrays=("emb", "box"), split=cfg.split)
-    source = {"store": str(store), "config_hash": getattr(st, "config_hash", ""),
-              "classes": list(getattr(st, "classes", []) or []), "split": cfg.split}
+    arrays = st.load(arrays=("emb", "box"), split=None if cfg.split == "all" else cfg.split)
+    source = {"store": str(store), "config_hash": st.config_hash, "classes": list(st.classes),
+              "split": cfg.split}
     return train_scale(arrays["emb"], arrays["box"], cfg, out_dir, source=source, overwrite=overwrite,
                        progress=progress)
 
