@@ -1,0 +1,338 @@
+"""The `vidcache` command line: parse, validate, call the library, show progress.
+
+Every command is a thin wrapper over a library function (named in its docstring), so everything the
+CLI does is callable from Python. Exit codes: 0 success, 2 usage error (bad option, missing file,
+wrong store...; one line on stderr, no traceback), 3 finished but some videos failed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import sys
+from pathlib import Path
+from typing import Callable, Iterator, List, Optional
+
+import typer
+from rich.console import Console
+from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
+                           TimeRemainingColumn)
+from rich.table import Table
+
+import vidcache
+from vidcache.errors import VidcacheError
+
+EXIT_USAGE, EXIT_FAILURES = 2, 3
+
+console = Console(stderr=True)
+out = Console()
+
+app = typer.Typer(help="Extract video features once, learn cheaply on the cache.", no_args_is_help=True,
+                  add_completion=False, pretty_exceptions_enable=False)
+data_app = typer.Typer(help="Manifests, dataset importers and the synthetic corpus.", no_args_is_help=True)
+extract_app = typer.Typer(help="Stage 1: videos -> clip stores (embeddings) and code stores (patch codes).",
+                          no_args_is_help=True)
+codec_app = typer.Typer(help="k-means patch codec: train codebooks, evaluate code stores.", no_args_is_help=True)
+cache_app = typer.Typer(help="Inspect, verify, export and prune stores.", no_args_is_help=True)
+probe_app = typer.Typer(help="Stage 2: linear / attentive / kNN / MLP probes on a clip store.", no_args_is_help=True)
+scale_app = typer.Typer(help="SCALE clip-set aggregation on cached clip embeddings.", no_args_is_help=True)
+pretrain_app = typer.Typer(help="Encoder pretraining from code stores (V-JEPA).", no_args_is_help=True)
+eval_app = typer.Typer(help="Batch re-evaluation of many checkpoints.", no_args_is_help=True)
+for sub, name in [(data_app, "data"), (extract_app, "extract"), (codec_app, "codec"), (cache_app, "cache"),
+                  (probe_app, "probe"), (scale_app, "scale"), (pretrain_app, "pretrain"), (eval_app, "eval")]:
+    app.add_typer(sub, name=name)
+
+
+def _version(value: bool) -> None:
+    if value:
+        out.print(f"vidcache {vidcache.__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                       help="Print the version and exit.")) -> None:
+    """vidcache: extract once (GPU when there is one), then probe, aggregate and re-evaluate on the cache."""
+
+
+# ----------------------------------------------------------------------------------------------- helpers
+@contextlib.contextmanager
+def progress_bar(description: str, total: int | None = None, unit: str = "videos") -> Iterator[Callable]:
+    """A rich progress bar with rate and ETA; yields `update(done, total=None, **fields)`."""
+    columns = [TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+               TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn()]
+    with Progress(*columns, console=console, transient=False, disable=not console.is_terminal
+                  and not _force_progress()) as bar:
+        task = bar.add_task(description, total=total, rate="")
+
+        def update(done: int, total: int | None = None, rate: str = "") -> None:
+            bar.update(task, completed=done, total=total if total is not None else bar.tasks[0].total,
+                       rate=rate)
+
+        yield update
+
+
+def _force_progress() -> bool:
+    import os
+
+    return os.environ.get("VIDCACHE_PROGRESS", "") == "1"
+
+
+def _exists(path: Path, what: str) -> Path:
+    if not Path(path).exists():
+        raise typer.BadParameter(f"{what} not found: {path}")
+    return Path(path)
+
+
+def _print_json(obj) -> None:
+    out.print_json(json.dumps(obj, default=str))
+
+
+# ----------------------------------------------------------------------------------------------- data
+@data_app.command("synth")
+def data_synth(out_dir: Path = typer.Argument(..., help="folder to write videos/, manifest.csv, classes.txt"),
+               videos: int = typer.Option(240, help="number of videos"),
+               classes: int = typer.Option(8, help="number of classes (motion and appearance pairs)"),
+               seed: int = typer.Option(0, help="random seed: the same seed gives the same bytes"),
+               size: int = typer.Option(64, help="frame side in pixels"),
+               frames: int = typer.Option(32, help="frames per video"),
+               overwrite: bool = typer.Option(False, help="replace an earlier synthetic corpus in OUT_DIR")) -> None:
+    """Write the synthetic corpus (real H.264 mp4s): motion classes no single frame separates, and
+    appearance classes one frame does. Library: `vidcache.data.synth.synthesize`."""
+    from vidcache.data.synth import SynthConfig, synthesize
+
+    cfg = SynthConfig(videos=videos, classes=classes, seed=seed, size=size, frames=frames)
+    with progress_bar("synthesising", videos) as update:
+        manifest = synthesize(out_dir, cfg, progress=lambda d, t: update(d, t), overwrite=overwrite)
+    out.print(f"wrote {len(manifest)} videos in {len(manifest.classes)} classes to {out_dir} "
+              f"(splits: {manifest.counts()}); manifest: {Path(out_dir) / 'manifest.csv'}")
+
+
+@data_app.command("manifest")
+def data_manifest(root: Path = typer.Argument(..., help="dataset root (videos)"),
+                  output: Path = typer.Option(..., "-o", "--output", help="manifest CSV to write"),
+                  format: str = typer.Option("folders", help="folders, ucf101, hmdb51, kinetics or ssv2"),
+                  splits: Optional[Path] = typer.Option(None, help="split files: folder (ucf101/hmdb51) or "
+                                                                   "CSV (kinetics)"),
+                  labels_json: Optional[Path] = typer.Option(None, help="ssv2: labels.json"),
+                  train_json: Optional[Path] = typer.Option(None, help="ssv2: train.json"),
+                  val_json: Optional[Path] = typer.Option(None, help="ssv2: validation.json"),
+                  test_json: Optional[Path] = typer.Option(None, help="ssv2: test json (optional)"),
+                  fold: int = typer.Option(1, help="official split fold (ucf101: 1-3, hmdb51: 1-3)"),
+                  val_fraction: float = typer.Option(0.1, help="fraction carved out as val where the "
+                                                               "dataset has no val split"),
+                  test_fraction: float = typer.Option(0.1, help="folders: fraction for test"),
+                  seed: int = typer.Option(0, help="seed of random splits")) -> None:
+    """Write a `path,label,split` manifest from a folder-per-class tree or official split files.
+    Library: `vidcache.data.importers`."""
+    from vidcache.data import importers
+
+    _exists(root, "dataset root")
+    if format == "folders":
+        m = importers.manifest_from_folders(root, val_fraction=val_fraction, test_fraction=test_fraction, seed=seed)
+    elif format in ("ucf101", "hmdb51", "kinetics"):
+        if splits is None:
+            raise typer.BadParameter(f"--format {format} needs --splits (the official split files)")
+        if format == "ucf101":
+            m = importers.manifest_from_ucf101(root, splits, fold=fold, val_groups=val_fraction, seed=seed)
+        elif format == "hmdb51":
+            m = importers.manifest_from_hmdb51(root, splits, fold=fold, val_fraction=val_fraction, seed=seed)
+        else:
+            m = importers.manifest_from_kinetics(root, splits)
+    elif format == "ssv2":
+        if not (labels_json and train_json and val_json):
+            raise typer.BadParameter("--format ssv2 needs --labels-json, --train-json and --val-json")
+        m = importers.manifest_from_ssv2(root, labels_json, train_json, val_json, test_json,
+                                         val_fraction=val_fraction, seed=seed)
+    else:
+        raise typer.BadParameter(f"unknown --format {format!r}; use folders, ucf101, hmdb51, kinetics or ssv2")
+    m.write(output)
+    out.print(f"wrote {output}: {len(m)} videos, {len(m.classes)} classes, splits {m.counts()}")
+
+
+# ----------------------------------------------------------------------------------------------- extract
+@extract_app.command("clips")
+def extract_clips_cmd(
+        manifest: Path = typer.Argument(..., help="manifest CSV (path,label,split)"),
+        output: str = typer.Option(..., "-o", "--output", help="clip store to write (path or fsspec URL)"),
+        backbone: str = typer.Option("tiny", help="backbone name or prefix:arg (`vidcache extract backbones`)"),
+        protocol: str = typer.Option("5x3", help="1x1, 5x3, 2x3, uniform:C or random:C:seed"),
+        tokens: str = typer.Option("none", help="none, full, or pool:T,H,W (for attentive probes)"),
+        batch_size: int = typer.Option(32, help="clips per forward pass"),
+        workers: int = typer.Option(2, help="decode worker processes (0 = in the main process)"),
+        device: str = typer.Option("auto", help="auto, cpu, cuda or cuda:N"),
+        dtype: str = typer.Option("fp32", help="compute dtype: fp32, bf16, fp16 (GPU)"),
+        clip_len: Optional[int] = typer.Option(None, help="frames per clip (default: the backbone's)"),
+        stride: Optional[int] = typer.Option(None, help="frame stride (default: the backbone's)"),
+        crop_fraction: float = typer.Option(1.0, help="eval crop side / short side (0.875 = 256->224)"),
+        decoder: str = typer.Option("auto", help="auto (decord, PyAV fallback), decord or pyav"),
+        decode_timeout: float = typer.Option(300.0, help="seconds before a hung video is failed"),
+        videos_per_block: Optional[int] = typer.Option(None, help="videos per block (unit of resume)"),
+        backbone_option: List[str] = typer.Option([], help="backbone factory option KEY=VALUE (repeatable)"),
+        trust_checkpoint: bool = typer.Option(False, help="allow arbitrary pickles in checkpoints (unsafe)"),
+        overwrite: bool = typer.Option(False, help="replace a store made with another config")) -> None:
+    """Decode videos once, run a frozen backbone, write clip embeddings + boxes to a clip store.
+    Resumes by default; under torchrun every rank takes its own blocks.
+    Library: `vidcache.extract.clips.extract_clips`."""
+    from vidcache.data.manifest import read_manifest
+    from vidcache.extract.clips import ClipExtractConfig, extract_clips
+
+    cfg = ClipExtractConfig(backbone=backbone, backbone_options=_parse_options(backbone_option),
+                            protocol=protocol, tokens=tokens, clip_len=clip_len, stride=stride,
+                            crop_fraction=crop_fraction, dtype=dtype, batch_size=batch_size, workers=workers,
+                            device=device, decode_timeout=decode_timeout, decoder=decoder,
+                            videos_per_block=videos_per_block, trust_checkpoint=trust_checkpoint)
+    from vidcache.config import check
+
+    check(cfg, "extract config")
+    m = read_manifest(manifest)
+    import time
+
+    t0 = time.perf_counter()
+    with progress_bar(f"extracting {backbone}", len(m)) as update:
+        def on_progress(done: int, total: int, clips: int) -> None:
+            dt = max(time.perf_counter() - t0, 1e-9)
+            update(done, total, rate=f"{done / dt:.1f} videos/s {clips / dt:.0f} clips/s")
+
+        summary = extract_clips(m, output, cfg, overwrite=overwrite, progress=on_progress)
+    _report_extraction(summary)
+
+
+def _parse_options(items: List[str]) -> dict:
+    opts = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise typer.BadParameter(f"backbone option {item!r} must look like KEY=VALUE")
+        try:
+            opts[key] = json.loads(value)
+        except json.JSONDecodeError:
+            opts[key] = value
+    return opts
+
+
+def _report_extraction(summary) -> None:
+    c = summary.counts
+    out.print(f"{summary.url}: {c['done']} done, {c['failed']} failed, {c['pending']} pending "
+              f"({summary.videos} videos this run in {summary.seconds:.1f} s, {summary.videos_per_s:.1f} videos/s)")
+    if summary.failures:
+        for f in summary.failures[:10]:
+            console.print(f"  failed: {f['path']}: {f['error']}", markup=False, highlight=False)
+        if len(summary.failures) > 10:
+            console.print(f"  ... and {len(summary.failures) - 10} more (see `vidcache cache info`)")
+        raise typer.Exit(EXIT_FAILURES)
+
+
+@extract_app.command("backbones")
+def extract_backbones(pattern: str = typer.Argument("*", help="glob over registered names")) -> None:
+    """List registered backbones and prefixes. Library: `vidcache.models.list_backbones`."""
+    from vidcache.models import list_backbones, list_prefixes
+
+    for name in list_backbones(pattern):
+        out.print(name)
+    for usage in list_prefixes():
+        out.print(usage)
+
+
+# ----------------------------------------------------------------------------------------------- cache
+def _open_store(store: str):
+    from vidcache.cache import Store
+
+    return Store.open(store)
+
+
+@cache_app.command("info")
+def cache_info(store: str = typer.Argument(..., help="store path or URL"),
+               as_json: bool = typer.Option(False, "--json", help="print everything as JSON")) -> None:
+    """Counts (done / failed / pending per split), arrays, bytes on disk, config and failures.
+    Library: `Store.info`."""
+    info = _open_store(store).info()
+    if as_json:
+        _print_json(info)
+        return
+    out.print(f"[bold]{info['url']}[/bold]  kind={info['kind']}  schema={info['schema']}  "
+              f"videos={info['num_videos']}  block={info['videos_per_block']}  "
+              f"on disk={info['bytes_on_disk'] / 1e6:.1f} MB  config_hash={info['config_hash'][:12]}")
+    t = Table("split", "done", "failed", "pending")
+    for split, c in info["splits"].items():
+        t.add_row(split, str(c["done"]), str(c["failed"]), str(c["pending"]))
+    c = info["counts"]
+    t.add_row("[bold]all", str(c["done"]), str(c["failed"]), str(c["pending"]))
+    out.print(t)
+    for name, a in info["arrays"].items():
+        out.print(f"  {name}: {a['dtype']} {a['shape']} chunks {a['chunks']}")
+    extra = info["extra"]
+    for key in ("protocol", "flops_per_clip", "tokens"):
+        if key in extra:
+            out.print(f"  {key}: {extra[key]}")
+    cfg = info["config"]
+    if "backbone" in cfg and isinstance(cfg["backbone"], dict):
+        out.print(f"  backbone: {cfg['backbone'].get('name')} (weights {cfg['backbone'].get('weights', '')[:12]})")
+    if info["failures"]:
+        out.print(f"[bold]failed videos[/bold] ({len(info['failures'])}):")
+        for f in info["failures"]:
+            out.print(f"  {f['path']}: {f['error']}", markup=False, highlight=False)
+
+
+@cache_app.command("verify")
+def cache_verify(store: str = typer.Argument(..., help="store path or URL")) -> None:
+    """Check every done row is finite and has data, shapes match, failed rows have an error.
+    Library: `Store.verify`. Exit code 1 when a problem is found."""
+    report = _open_store(store).verify()
+    out.print(str(report), markup=False)
+    if not report.ok:
+        raise typer.Exit(1)
+
+
+@cache_app.command("export")
+def cache_export(store: str = typer.Argument(..., help="store path or URL"),
+                 output: Path = typer.Option(..., "-o", "--output", help="HDF5 file to write"),
+                 format: str = typer.Option("h5", help="export format (h5)")) -> None:
+    """Write the store's tree to HDF5 for other tools. Library: `Store.export_h5`."""
+    if format != "h5":
+        raise typer.BadParameter(f"unknown --format {format!r}; supported: h5")
+    path = _open_store(store).export_h5(output)
+    out.print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB)")
+
+
+# ----------------------------------------------------------------------------------------------- demo
+@app.command("demo")
+def demo(out_dir: Path = typer.Option(Path("vidcache-demo"), "-o", "--output", help="working folder"),
+         videos: int = typer.Option(240, help="videos in the synthetic corpus"),
+         workers: int = typer.Option(2, help="decode workers"),
+         seed: int = typer.Option(0, help="seed of the corpus and the probes")) -> None:
+    """The main job on the built-in synthetic corpus and `tiny` backbone: synthesise, extract, probe.
+    Library: `vidcache.demo.run_demo`."""
+    from vidcache.demo import run_demo
+
+    run_demo(out_dir, videos=videos, workers=workers, seed=seed, console=out, progress=progress_bar)
+
+
+# ----------------------------------------------------------------------------------------------- entry
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: user errors become one line on stderr and exit code 2, never a traceback."""
+    try:
+        code = app(args=argv, standalone_mode=False)
+        if isinstance(code, int) and code:
+            sys.exit(code)
+    except VidcacheError as e:
+        console.print(f"error: {e}", markup=False, highlight=False, soft_wrap=True)
+        sys.exit(EXIT_USAGE)
+    except typer.Exit as e:
+        sys.exit(e.exit_code)
+    except typer.Abort:
+        console.print("aborted")
+        sys.exit(130)
+    except Exception as e:  # click's usage errors (bad option, missing argument, BadParameter)
+        import click
+
+        if isinstance(e, click.exceptions.ClickException):
+            e.show()
+            sys.exit(EXIT_USAGE)
+        if isinstance(e, click.exceptions.Exit):
+            sys.exit(e.exit_code)
+        raise
+
+
+if __name__ == "__main__":
+    main()

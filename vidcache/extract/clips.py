@@ -1,0 +1,285 @@
+"""`vidcache extract clips`: decode videos once, run a frozen backbone, store clip embeddings.
+
+Per video, the protocol plans C clips (frames + crop box); decode workers decode the distinct
+frames once and crop/resize/normalise them (on the GPU instead, when there is one); the main
+process runs the backbone on batches of clips and writes, per block of videos, `clips/emb`
+`[V, C, D]`, `clips/box` `[V, C, 6]` and optionally `clips/tokens` (all tokens, or average-pooled
+to a `T x H x W` grid).
+
+Batches are formed in row order and never straddle two blocks, so a resumed block is computed
+exactly as the first time: a killed and resumed run gives the same store, bit for bit.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from vidcache.cache import ArraySpec
+from vidcache.config import check, field, to_dict
+from vidcache.errors import ConfigError, VidcacheError
+from vidcache.extract.decode import BACKENDS, open_video
+from vidcache.extract.runner import DistInfo, Summary, init_distributed, resolve_device, run_extraction
+from vidcache.extract.sampling import boxes, frames_needed, parse_protocol, plan_clips
+from vidcache.extract.transforms import video_clips_tensor
+
+DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+_POOL_RE = re.compile(r"^pool:(\d+),(\d+),(\d+)$")
+
+
+@dataclass
+class ClipExtractConfig:
+    """How to turn videos into clip embeddings. Fields marked hashed=False only change speed."""
+
+    backbone: str = field("tiny", help="backbone name or prefix:arg (see `vidcache extract backbones`)")
+    backbone_options: dict = field(default_factory=dict, help="keyword options of the backbone factory")
+    protocol: str = field("5x3", help="sampling protocol: 1x1, 5x3, 2x3, uniform:C, random:C:seed")
+    tokens: str = field("none", help="store patch tokens: none, full, or pool:T,H,W (average-pooled grid)")
+    clip_len: int | None = field(None, help="frames per clip (default: the backbone's)")
+    stride: int | None = field(None, help="frame stride within a clip (default: the backbone's)")
+    crop_fraction: float = field(1.0, help="evaluation crop side as a fraction of the short side")
+    dtype: str = field("fp32", help="compute dtype: fp32, fp16 or bf16 (autocast; GPU only for fp16)")
+    batch_size: int = field(32, help="clips per forward pass", hashed=False)
+    workers: int = field(2, help="decode worker processes (0 = decode in the main process)", hashed=False)
+    device: str = field("auto", help="auto, cpu, cuda or cuda:N", hashed=False)
+    decode_timeout: float = field(300.0, help="seconds one video may take to decode before it is failed",
+                                  hashed=False)
+    decoder: str = field("auto", help="video decoder: auto (decord, PyAV fallback), decord or pyav", hashed=False)
+    videos_per_block: int | None = field(None, help="videos per block (default: ~8 MB chunks)", hashed=False)
+    trust_checkpoint: bool = field(False, help="allow arbitrary pickles in checkpoints", hashed=False)
+
+    def validate(self) -> list[str]:
+        p = []
+        try:
+            parse_protocol(self.protocol)
+        except VidcacheError as e:
+            p.append(str(e))
+        if self.tokens not in ("none", "full") and not _POOL_RE.match(self.tokens):
+            p.append(f"tokens must be none, full or pool:T,H,W (e.g. pool:2,4,4), got {self.tokens!r}")
+        if self.dtype not in DTYPES:
+            p.append(f"dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
+        for name in ("clip_len", "stride", "videos_per_block"):
+            v = getattr(self, name)
+            if v is not None and v < 1:
+                p.append(f"{name} must be >= 1, got {v}")
+        if not 0 < self.crop_fraction <= 1:
+            p.append(f"crop_fraction must be in (0, 1], got {self.crop_fraction}")
+        if self.batch_size < 1:
+            p.append(f"batch_size must be >= 1, got {self.batch_size}")
+        if self.workers < 0:
+            p.append(f"workers must be >= 0, got {self.workers}")
+        if self.decode_timeout <= 0:
+            p.append(f"decode_timeout must be > 0, got {self.decode_timeout}")
+        if self.decoder not in BACKENDS:
+            p.append(f"decoder must be one of {', '.join(BACKENDS)}, got {self.decoder!r}")
+        return p
+
+
+@dataclass
+class ClipStoreConfig:
+    """What a clip store's config_hash covers: the resolved extraction, including weights digest."""
+
+    extract: dict
+    backbone: dict  # Backbone.describe(): name, input spec, mean/std, weights digest
+    clip_len: int
+    stride: int
+    image_size: int
+    store_dtype: str = "float16"
+
+
+class ClipWorker:
+    """Runs in a decode worker: one video -> its clips (normalised on CPU, or raw frames for the GPU)."""
+
+    def __init__(self, protocol: str, clip_len: int, stride: int, size: int, mean, std,
+                 crop_fraction: float, decoder: str, transform_in_worker: bool):
+        self.protocol, self.clip_len, self.stride = protocol, clip_len, stride
+        self.size, self.mean, self.std = size, tuple(mean), tuple(std)
+        self.crop_fraction, self.decoder = crop_fraction, decoder
+        self.transform_in_worker = transform_in_worker
+
+    def __call__(self, row: int, path: str) -> dict:
+        with open_video(path, backend=self.decoder) as video:
+            meta = {"num_frames": video.num_frames, "fps": video.fps, "height": video.height,
+                    "width": video.width}
+            specs = plan_clips(self.protocol, video.num_frames, video.height, video.width, self.clip_len,
+                               self.stride, crop_size_hint=self.crop_fraction, video_index=row)
+            unique, _ = frames_needed(specs)
+            frames = video.get_frames(unique.tolist())
+        out = {"meta": meta, "box": boxes(specs), "num_clips": len(specs)}
+        if self.transform_in_worker:
+            out["clips"] = video_clips_tensor(frames, specs, self.size, self.mean, self.std)
+        else:
+            out["frames"], out["specs"] = torch.from_numpy(np.ascontiguousarray(frames)), specs
+        return out
+
+
+class ClipJob:
+    """Main-process side: batches clips through the backbone and assembles each block."""
+
+    kind = "clips"
+
+    def __init__(self, cfg: ClipExtractConfig, backbone, device: torch.device):
+        self.cfg, self.backbone, self.device = cfg, backbone, device
+        self.protocol = parse_protocol(cfg.protocol)
+        self.C = self.protocol.num_clips
+        self.clip_len = int(cfg.clip_len or backbone.num_frames)
+        self.stride = int(cfg.stride or backbone.frame_stride)
+        self.size = int(backbone.image_size)
+        self.D = int(backbone.embed_dim)
+        self.compute_dtype = DTYPES[cfg.dtype]
+        self.token_grid = backbone.token_grid(self.clip_len, self.size, self.size)
+        m = _POOL_RE.match(cfg.tokens)
+        self.token_pool = tuple(int(x) for x in m.groups()) if m else None
+        if self.token_pool and any(a > b for a, b in zip(self.token_pool, self.token_grid)):
+            raise ConfigError([f"tokens {cfg.tokens} is finer than the backbone's token grid "
+                               f"{'x'.join(map(str, self.token_grid))}"], "extract config")
+        self.L = (int(np.prod(self.token_pool)) if self.token_pool else
+                  int(np.prod(self.token_grid)) if cfg.tokens == "full" else 0)
+
+    # -- store description
+    def store_config(self) -> ClipStoreConfig:
+        from vidcache.config import hashed_dict
+
+        return ClipStoreConfig(extract=hashed_dict(self.cfg), backbone=self.backbone.describe(),
+                               clip_len=self.clip_len, stride=self.stride, image_size=self.size)
+
+    def arrays(self) -> dict[str, ArraySpec]:
+        arrays = {"clips/emb": ArraySpec((self.C, self.D), "float16"),
+                  "clips/box": ArraySpec((self.C, 6), "float32")}
+        if self.L:
+            arrays["clips/tokens"] = ArraySpec((self.C, self.L, self.D), "float16", videos_per_chunk=1)
+        return arrays
+
+    def store_attrs(self) -> dict:
+        from vidcache.models.flops import count_flops
+
+        attrs = {"run_config": to_dict(self.cfg), "protocol": str(self.protocol), "num_clips": self.C,
+                 "embed_dim": self.D, "token_grid": list(self.token_pool or self.token_grid),
+                 "tokens": self.cfg.tokens}
+        try:
+            attrs["flops_per_clip"] = count_flops(self.backbone, (1, 3, self.clip_len, self.size, self.size))
+        except Exception as e:  # some scripted models cannot be traced by the counter; not fatal
+            attrs["flops_per_clip"] = None
+            attrs["flops_error"] = f"{type(e).__name__}: {e}"[:200]
+        return attrs
+
+    def worker_fn(self) -> ClipWorker:
+        return ClipWorker(str(self.protocol), self.clip_len, self.stride, self.size, self.backbone.mean,
+                          self.backbone.std, self.cfg.crop_fraction, self.cfg.decoder,
+                          transform_in_worker=self.device.type == "cpu")
+
+    # -- block assembly
+    def begin_block(self, start: int, stop: int) -> None:
+        n = stop - start
+        self.start = start
+        self.emb = np.zeros((n, self.C, self.D), np.float16)
+        self.box = np.zeros((n, self.C, 6), np.float32)
+        self.tok = np.zeros((n, self.C, self.L, self.D), np.float16) if self.L else None
+        self.pending: list[tuple[int, torch.Tensor]] = []  # (local row, clips [C, 3, T, S, S])
+        self.pending_clips = 0
+
+    def add(self, row: int, payload: dict | None) -> None:
+        if payload is None:
+            return
+        if "clips" in payload:
+            clips = payload["clips"]
+        else:
+            clips = video_clips_tensor(payload["frames"], payload["specs"], self.size, self.backbone.mean,
+                                       self.backbone.std, device=self.device)
+        if clips.shape[0] != self.C:
+            raise VidcacheError(f"expected {self.C} clips, got {clips.shape[0]}")
+        self.box[row - self.start] = payload["box"]
+        self.pending.append((row - self.start, clips))
+        self.pending_clips += self.C
+        while self.pending_clips >= self.cfg.batch_size:
+            self._run(self.cfg.batch_size)
+
+    def end_block(self) -> dict[str, np.ndarray]:
+        while self.pending_clips:
+            self._run(min(self.cfg.batch_size, self.pending_clips))
+        data = {"clips/emb": self.emb, "clips/box": self.box}
+        if self.L:
+            data["clips/tokens"] = self.tok
+        return data
+
+    def _run(self, n: int) -> None:
+        """Forward the first n pending clips (in row order) and scatter outputs to their rows."""
+        parts, owners, taken = [], [], 0
+        while taken < n:
+            local, clips = self.pending[0]
+            k = min(n - taken, clips.shape[0])
+            first = self.C - clips.shape[0]  # clips of this video already done
+            parts.append(clips[:k])
+            owners += [(local, first + i) for i in range(k)]
+            if k == clips.shape[0]:
+                self.pending.pop(0)
+            else:
+                self.pending[0] = (local, clips[k:])
+            taken += k
+        self.pending_clips -= n
+        x = torch.cat(parts).to(self.device, non_blocking=True)
+        emb, tok = self.forward(x)
+        rows = np.array([o[0] for o in owners])
+        cols = np.array([o[1] for o in owners])
+        self.emb[rows, cols] = emb
+        if self.tok is not None:
+            self.tok[rows, cols] = tok
+
+    @torch.inference_mode()
+    def forward(self, x: torch.Tensor) -> tuple[np.ndarray, np.ndarray | None]:
+        use_autocast = self.compute_dtype != torch.float32
+        ctx = (torch.autocast(self.device.type, dtype=self.compute_dtype) if use_autocast
+               else contextlib.nullcontext())
+        with ctx:
+            tokens = self.backbone.forward_features(x)
+            emb = self.backbone.pool(tokens)
+        tok = None
+        if self.L:
+            if self.token_pool:
+                B, L, D = tokens.shape
+                t, h, w = self.token_grid
+                grid = tokens.float().reshape(B, t, h, w, D).permute(0, 4, 1, 2, 3)
+                tokens = F.adaptive_avg_pool3d(grid, self.token_pool).flatten(2).transpose(1, 2)
+            tok = tokens.float().cpu().numpy().astype(np.float16)
+        return emb.float().cpu().numpy().astype(np.float16), tok
+
+
+def extract_clips(manifest, out: str, cfg: ClipExtractConfig, *, overwrite: bool = False, progress=None,
+                  backbone=None, storage_options: dict | None = None, start_method: str | None = None) -> Summary:
+    """Extract clip embeddings of every video of `manifest` into the clip store at `out`.
+
+    Resumes an existing store made with the same config; one made with another config is refused
+    (naming the differing fields) unless `overwrite`. Under torchrun, each rank does its own blocks.
+    """
+    from vidcache.models import create_backbone
+
+    check(cfg, "extract config")
+    dist = DistInfo.from_env()
+    device = resolve_device(cfg.device, dist)
+    if cfg.dtype == "fp16" and device.type == "cpu":
+        raise ConfigError(["dtype fp16 needs a GPU; use fp32 or bf16 on the CPU"], "extract config")
+    created = init_distributed(dist, device)
+    try:
+        if backbone is None:
+            options = dict(cfg.backbone_options)
+            if cfg.trust_checkpoint:
+                options["trust_checkpoint"] = True
+            backbone = create_backbone(cfg.backbone, **options)
+        backbone = backbone.to(device).eval()
+        job = ClipJob(cfg, backbone, device)
+        return run_extraction(job, manifest, out, workers=cfg.workers, timeout_s=cfg.decode_timeout,
+                              overwrite=overwrite, videos_per_block=cfg.videos_per_block, progress=progress,
+                              dist=dist, storage_options=storage_options, start_method=start_method)
+    finally:
+        if created:
+            torch.distributed.destroy_process_group()
+
+
+def describe_config(cfg: ClipExtractConfig) -> dict[str, Any]:
+    return to_dict(cfg)

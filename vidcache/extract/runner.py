@@ -1,0 +1,189 @@
+"""The block runner shared by `extract clips` and `extract codes`.
+
+One pipeline, two jobs. The runner owns everything about *where* work happens and *what is done*:
+ranks and blocks (DESIGN.md §2), the decode worker pool with its deadlines, resuming, the order in
+which results are consumed, and writing each finished block. A `Job` owns *what* is computed:
+the worker-side function (decode + transform one video) and the main-process side (run a model on
+batches, assemble the block's arrays).
+
+    job = ClipJob(cfg, backbone, device)          # or CodeJob(...)
+    summary = run_extraction(job, manifest, "out.zarr", workers=2)
+
+Distributed: under `torchrun`, every rank runs this same function; rank r owns blocks
+i % world == r and nothing else is shared, so no locks are needed. Rank 0 creates the store;
+the others wait for it at a barrier.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Protocol
+
+import numpy as np
+import torch
+
+from vidcache.cache import DONE, FAILED, ArraySpec, Store
+from vidcache.errors import VidcacheError
+from vidcache.extract.pool import TaskResult, WorkerPool
+
+
+class Job(Protocol):
+    kind: str  # "clips" | "codes"
+
+    def store_config(self) -> Any: ...  # what the store's config_hash covers
+    def arrays(self) -> dict[str, ArraySpec]: ...
+    def store_attrs(self) -> dict: ...
+    def worker_fn(self) -> Callable[[int, str], dict]: ...  # runs in decode workers
+    def begin_block(self, start: int, stop: int) -> None: ...
+    def add(self, row: int, payload: dict) -> None: ...  # an ok video, in row order
+    def end_block(self) -> dict[str, np.ndarray]: ...  # data arrays of the block
+
+
+@dataclass
+class DistInfo:
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+
+    @classmethod
+    def from_env(cls) -> "DistInfo":
+        """Rank and world size as torchrun sets them (1 process otherwise)."""
+        return cls(int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1)),
+                   int(os.environ.get("LOCAL_RANK", 0)))
+
+    @property
+    def distributed(self) -> bool:
+        return self.world > 1
+
+
+def resolve_device(device: str, dist: DistInfo | None = None) -> torch.device:
+    """'auto' picks this rank's GPU when there is one, else the CPU; 'cuda' means this rank's GPU."""
+    dist = dist or DistInfo.from_env()
+    if device in ("auto", "cuda"):
+        if torch.cuda.is_available():
+            return torch.device("cuda", dist.local_rank % torch.cuda.device_count())
+        if device == "cuda":
+            raise VidcacheError("--device cuda was asked for but CUDA is not available; use --device cpu")
+        return torch.device("cpu")
+    try:
+        return torch.device(device)
+    except RuntimeError:
+        raise VidcacheError(f"unknown device {device!r}; use auto, cpu, cuda or cuda:N") from None
+
+
+def _barrier(dist: DistInfo) -> None:
+    if dist.distributed and torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.barrier()
+
+
+def init_distributed(dist: DistInfo, device: torch.device) -> bool:
+    """Join torchrun's process group (for barriers only). Returns True when this call created it."""
+    if not dist.distributed or not torch.distributed.is_available() or torch.distributed.is_initialized():
+        return False
+    backend = "nccl" if device.type == "cuda" else "gloo"
+    torch.distributed.init_process_group(backend=backend)
+    return True
+
+
+@dataclass
+class Summary:
+    url: str
+    counts: dict
+    seconds: float
+    videos: int = 0  # videos processed by this call (this rank)
+    clips: int = 0
+    failures: list = field(default_factory=list)
+    restarts: int = 0
+
+    @property
+    def videos_per_s(self) -> float:
+        return self.videos / max(self.seconds, 1e-9)
+
+
+def open_store(job: Job, manifest, out: str, *, overwrite: bool = False, videos_per_block: int | None = None,
+               dist: DistInfo | None = None, storage_options: dict | None = None) -> Store:
+    """Rank 0 creates or resumes the store; other ranks open it after a barrier."""
+    dist = dist or DistInfo.from_env()
+    store = None
+    if dist.rank == 0:
+        store = Store.open_or_create(out, job.kind, manifest, job.store_config(), job.arrays(),
+                                     overwrite=overwrite, videos_per_block=videos_per_block,
+                                     attrs=job.store_attrs(), storage_options=storage_options)
+    _barrier(dist)
+    if store is None:
+        store = Store.open_or_create(out, job.kind, manifest, job.store_config(), job.arrays(),
+                                     overwrite=False, storage_options=storage_options)
+    return store
+
+
+def run_extraction(job: Job, manifest, out: str, *, workers: int = 2, timeout_s: float | None = 300.0,
+                   overwrite: bool = False, videos_per_block: int | None = None,
+                   progress: Callable[[int, int, int], None] | None = None,
+                   dist: DistInfo | None = None, storage_options: dict | None = None,
+                   start_method: str | None = None) -> Summary:
+    """Process every pending block this rank owns and write it to the store at `out`.
+
+    `progress(videos_done, videos_total, clips_done)` is called after each video (this rank's
+    counts). Videos that fail to decode are recorded as failed with their error; the run goes on.
+    """
+    dist = dist or DistInfo.from_env()
+    t0 = time.perf_counter()
+    store = open_store(job, manifest, out, overwrite=overwrite, videos_per_block=videos_per_block,
+                       dist=dist, storage_options=storage_options)
+    blocks = store.pending_blocks(dist.rank, dist.world)
+    rows = [r for b in blocks for r in range(*store.block_range(b))]
+    paths = manifest.paths
+    summary = Summary(store.url, {}, 0.0)
+    block_of = {b: store.block_range(b) for b in blocks}
+
+    def tasks():
+        for r in rows:
+            yield r, (r, paths[r])
+
+    status: list[int] = []
+    errors: list[str] = []
+    meta: dict[str, list] = {}
+    current = None
+    with WorkerPool(job.worker_fn(), workers=workers, timeout_s=timeout_s, start_method=start_method) as pool:
+        for res in pool.imap(tasks()):
+            row = res.key
+            b = row // store.videos_per_block
+            if b != current:
+                current = b
+                start, stop = block_of[b]
+                job.begin_block(start, stop)
+                status, errors, meta = [], [], {k: [] for k in ("num_frames", "fps", "height", "width")}
+            _consume(job, res, status, errors, meta)
+            summary.videos += 1
+            summary.clips += int(res.value.get("num_clips", 0)) if res.ok else 0
+            if row == block_of[b][1] - 1:
+                data = job.end_block()
+                extra = data.pop("_meta", {})
+                store.write_block(b, data, status, errors, meta={**meta, **extra})
+            if progress is not None:
+                progress(summary.videos, len(rows), summary.clips)
+        summary.restarts = pool.restarts
+    _barrier(dist)
+    summary.counts = store.counts()
+    summary.failures = store.info()["failures"] if summary.counts["failed"] else []
+    summary.seconds = time.perf_counter() - t0
+    return summary
+
+
+def _consume(job: Job, res: TaskResult, status: list, errors: list, meta: dict) -> None:
+    info = res.value.get("meta", {}) if res.ok else {}
+    for k in meta:
+        meta[k].append(info.get(k, 0))
+    if res.ok:
+        try:
+            job.add(res.key, res.value)
+            status.append(DONE)
+            errors.append("")
+            return
+        except VidcacheError as e:  # e.g. a video whose frames the model cannot take
+            res = TaskResult(res.key, False, error=str(e))
+    job.add(res.key, None)
+    status.append(FAILED)
+    errors.append(res.error or "unknown error")
