@@ -256,6 +256,11 @@ class TorchScriptBackbone(Backbone):
         if out.dim() != 3 or out.shape[-1] != self.embed_dim:
             raise VidcacheError(f"scripted backbone returned shape {tuple(out.shape)}; expected "
                                 f"[B, L, {self.embed_dim}] or [B, {self.embed_dim}]")
+        t, h, w = self.token_grid(*video.shape[2:])
+        if out.shape[1] != t * h * w:
+            raise VidcacheError(f"scripted backbone returned {out.shape[1]} tokens but its patch_size "
+                                f"{self.patch_size} / tubelet_size {self.tubelet_size} give a {t}x{h}x{w} grid; "
+                                "set patch_size and tubelet_size in its metadata")
         return out
 
 
@@ -265,6 +270,7 @@ def load_torchscript(path: str, **options: Any) -> Backbone:
     file = Path(path)
     if not file.is_file():
         raise VidcacheError(f"TorchScript file {file} does not exist")
+    options.pop("trust_checkpoint", None)  # a TorchScript archive holds no pickled code to trust
     unknown = sorted(set(options) - set(_TS_FIELDS))
     if unknown:
         raise VidcacheError(f"unknown option(s) {', '.join(unknown)} for torchscript: "

@@ -85,8 +85,8 @@ def load_checkpoint(path: str | os.PathLike, *, trust: bool = False) -> Any:
                 "only if you trust where the file came from") from err
         raise VidcacheError(f"cannot read checkpoint {path}: not a PyTorch checkpoint "
                             f"({_unpickling_reason(err)})") from err
-    except (RuntimeError, EOFError, OSError, ValueError) as err:
-        raise VidcacheError(f"cannot read checkpoint {path}: {_unpickling_reason(err)} "
+    except Exception as err:  # a damaged pickle fails in many ways (IndexError, KeyError, EOFError...)
+        raise VidcacheError(f"cannot read checkpoint {path}: {type(err).__name__}: {_unpickling_reason(err)} "
                             "(the file is truncated or not a PyTorch checkpoint)") from err
 
 

@@ -75,12 +75,16 @@ def list_prefixes() -> list[str]:
 
 
 def _check_options(fn: Callable[..., Any], options: dict[str, Any], what: str, skip_first: bool) -> None:
+    """Refuse options the factory does not take; drops `trust_checkpoint` where nothing is loaded."""
     params = list(inspect.signature(fn).parameters.values())
     if skip_first:
         params = params[1:]
     if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
         return
     known = [p.name for p in params if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    # --trust-checkpoint is a run-wide flag; a backbone that reads no pickle has nothing to trust.
+    if "trust_checkpoint" not in known:
+        options.pop("trust_checkpoint", None)
     unknown = sorted(set(options) - set(known))
     if unknown:
         raise ConfigError([f"unknown option {k!r} (options: {', '.join(known) or 'none'})" for k in unknown],
