@@ -22,3 +22,13 @@ def pytest_collection_modifyitems(config, items):
 @pytest.fixture
 def rng():
     return np.random.default_rng(0)
+
+
+@pytest.fixture(scope="session")
+def synth_corpus(tmp_path_factory):
+    """A small synthetic corpus (16 videos, 4 classes, 32x32, 16 frames) shared by the session."""
+    from vidcache.data.synth import SynthConfig, synthesize
+
+    root = tmp_path_factory.mktemp("corpus")
+    manifest = synthesize(root, SynthConfig(videos=16, classes=4, seed=0, size=32, frames=16))
+    return root / "manifest.csv", manifest
