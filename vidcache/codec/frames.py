@@ -66,26 +66,33 @@ def resized_shape(height: int, width: int, size: int) -> tuple[int, int]:
 def preprocess_frames(frames: np.ndarray, size: int) -> np.ndarray:
     """uint8 [T, H, W, 3] -> uint8 [T, size, size, 3]: short side resized to `size`, centre crop.
 
-    Resizing is bilinear with antialiasing (torch's), so downscaling does not alias; frames already
-    at `size x size` pass through untouched.
+    Resizing is bilinear with antialiasing (torch's uint8 kernel), so downscaling does not alias;
+    frames already at `size x size` pass through untouched.
     """
+    return resize_short_side(frames, size, crop=True)
+
+
+def resize_short_side(frames: np.ndarray, size: int, crop: bool = False) -> np.ndarray:
+    """uint8 [T, H, W, 3] -> short side resized to `size` (aspect kept); `crop` keeps the centre square."""
     frames = np.asarray(frames)
     if frames.ndim != 4 or frames.shape[-1] != 3:
         raise DataError(f"frames must be uint8 [T, H, W, 3] RGB, got shape {frames.shape}")
     if frames.dtype != np.uint8:
         raise DataError(f"frames must be uint8, got {frames.dtype}")
     t, h, w, _ = frames.shape
-    if (h, w) == (size, size):
-        return np.ascontiguousarray(frames)
     nh, nw = resized_shape(h, w, size)
-    top, left = (nh - size) // 2, (nw - size) // 2
-    out = np.empty((t, size, size, 3), dtype=np.uint8)
+    oh, ow = (size, size) if crop else (nh, nw)
+    if (h, w) == (oh, ow):
+        return np.ascontiguousarray(frames)
+    top, left = (nh - oh) // 2, (nw - ow) // 2
+    out = np.empty((t, oh, ow, 3), dtype=np.uint8)
     for s in range(0, t, _RESIZE_CHUNK):
-        x = torch.from_numpy(np.ascontiguousarray(frames[s:s + _RESIZE_CHUNK])).permute(0, 3, 1, 2).float()
+        # uint8 in channels-last layout (a free permute of [T, H, W, 3]) takes torch's SIMD resize
+        # path: ~20x faster than float, and it rounds to uint8 itself.
+        x = torch.from_numpy(np.ascontiguousarray(frames[s:s + _RESIZE_CHUNK])).permute(0, 3, 1, 2)
         if (nh, nw) != (h, w):
             x = F.interpolate(x, size=(nh, nw), mode="bilinear", antialias=True, align_corners=False)
-        x = x[:, :, top:top + size, left:left + size]
-        out[s:s + _RESIZE_CHUNK] = x.round_().clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()
+        out[s:s + _RESIZE_CHUNK] = x[:, :, top:top + oh, left:left + ow].permute(0, 2, 3, 1).numpy()
     return out
 
 
