@@ -108,6 +108,9 @@ def test_same_seed_same_bytes_other_seed_differs(corpus, tmp_path):
     for a, b in zip(m.paths, again.paths):
         assert Path(a).read_bytes() == Path(b).read_bytes()
     assert (out / "manifest.csv").read_bytes() == (tmp_path / "again" / "manifest.csv").read_bytes()
+    parallel = synthesize(tmp_path / "parallel", SynthConfig(**{**CFG.__dict__, "videos": 6}), workers=2)
+    for a, b in zip(m.paths, parallel.paths):
+        assert Path(a).read_bytes() == Path(b).read_bytes()
     other = synthesize(tmp_path / "other", SynthConfig(**{**CFG.__dict__, "seed": 8, "videos": 4}))
     for a, b in zip(m.paths, other.paths):
         assert Path(a).read_bytes() != Path(b).read_bytes()

@@ -247,22 +247,32 @@ def render_video(name: str, rng: np.random.Generator, size: int = 64, frames: in
     # Offsets on the torus, in [-s/2, s/2): the object wraps around the borders.
     dx = np.mod(pix[None, None, :] - cx + s / 2, s) - s / 2
     dy = np.mod(pix[None, :, None] - cy + s / 2, s) - s / 2
-    c = np.cos(path.angle)[:, None, None].astype(np.float32)
-    sn = np.sin(path.angle)[:, None, None].astype(np.float32)
-    r = path.radius[:, None, None].astype(np.float32)
-    u = ((c * dx + sn * dy) / r).astype(np.float32)
-    v = ((-sn * dx + c * dy) / r).astype(np.float32)
+    # Every shape lies within its radius (plus the antialiased edge), so only pixels in that disc
+    # are shaded: the object covers a few percent of the frame, which makes drawing ~10x cheaper.
+    r_all = path.radius.astype(np.float32)
+    ti, yi, xi = np.nonzero(dx * dx + dy * dy < ((1.05 * r_all + 1.0) ** 2)[:, None, None])
+    ddx, ddy = dx[ti, 0, xi], dy[ti, yi, 0]
+    c = np.cos(path.angle).astype(np.float32)[ti]
+    sn = np.sin(path.angle).astype(np.float32)[ti]
+    r = r_all[ti]
+    u = (c * ddx + sn * ddy) / r
+    v = (-sn * ddx + c * ddy) / r
 
     dist = _shape_distance(shape, u, v, rng)
     # ~1 pixel of antialiasing whatever the radius, then the global opacity (grow/shrink fades).
-    mask = np.clip((1 - dist) * r + 0.5, 0, 1) * path.alpha[:, None, None].astype(np.float32)
+    mask = (np.clip((1 - dist) * r + 0.5, 0, 1) * path.alpha.astype(np.float32)[ti])[:, None]
     colour = _fill(pattern, u, v, rng)
-    m = mask[..., None].astype(np.float32)
-    video = bg[None] + (colour - bg[None]) * m
+    video = np.repeat(bg[None], frames, axis=0)
+    under = bg[yi, xi]
+    video[ti, yi, xi] = under + (colour - under) * mask
     if noise > 0:
-        video += np.float32(noise) * rng.standard_normal(video.shape, dtype=np.float32)
+        # Triangular noise (sum of two uniform bytes) with std `noise`: 5x cheaper than Gaussian
+        # draws, which otherwise dominate the drawing time, and as good at defeating compression.
+        b = np.frombuffer(rng.bytes(2 * video.size), dtype=np.uint8).reshape((2,) + video.shape)
+        video += (b[0] + b[1].astype(np.float32) - 255.0) * np.float32(noise * np.sqrt(6) / 255)
     info = {"cx": path.cx, "cy": path.cy, "angle": path.angle, "radius": path.radius, "alpha": path.alpha}
-    return np.clip(np.rint(video), 0, 255).astype(np.uint8), info
+    np.clip(video + 0.5, 0, 255, out=video)  # + 0.5 then truncation rounds to nearest
+    return video.astype(np.uint8), info
 
 
 # ----------------------------------------------------------------------------------------------
@@ -294,18 +304,27 @@ def write_mp4(path: str | Path, video: np.ndarray, fps: int = 16, crf: int = 23)
 
 
 def _video_rng(seed: int, index: int) -> np.random.Generator:
+    # One generator per video: the corpus is the same whatever the order or the number of workers.
     return np.random.default_rng([int(seed), int(index), 0x5EED])
 
 
+def _make_video(cfg: SynthConfig, index: int, name: str, path: Path) -> None:
+    video, _ = render_video(name, _video_rng(cfg.seed, index), cfg.size, cfg.frames, cfg.noise)
+    write_mp4(path, video, cfg.fps, cfg.crf)
+
+
 def synthesize(out_dir: str | Path, cfg: SynthConfig, progress: Callable[[int, int], None] | None = None,
-               overwrite: bool = False) -> Manifest:
+               overwrite: bool = False, workers: int = 1) -> Manifest:
     """Write the corpus: `videos/<class>/<index>.mp4`, `manifest.csv`, `classes.txt`, `synth.json`.
 
     Video i has class i % K (classes balanced, rows interleaved); splits are stratified per class.
     `progress(done, total)` is called after each video. A non-empty `out_dir` is refused unless
-    `overwrite` is set and it holds an earlier synthetic corpus (its `synth.json`).
+    `overwrite` is set and it holds an earlier synthetic corpus (its `synth.json`). `workers` > 1
+    draws and encodes in that many processes; the files are the same bytes either way.
     """
     check(cfg, "synth config")
+    if workers < 1:
+        raise DataError(f"workers must be >= 1, got {workers}")
     out = Path(out_dir)
     if out.exists() and any(out.iterdir()):
         if not overwrite:
@@ -320,16 +339,24 @@ def synthesize(out_dir: str | Path, cfg: SynthConfig, progress: Callable[[int, i
     classes = synth_classes(cfg.classes)
     labels = np.arange(cfg.videos) % cfg.classes
     splits = stratified_split(labels, cfg.val_fraction, cfg.test_fraction, cfg.seed, keys=classes)
-    paths = []
-    for i, y in enumerate(labels.tolist()):
-        name = classes[y]
-        video, _ = render_video(name, _video_rng(cfg.seed, i), cfg.size, cfg.frames, cfg.noise)
-        p = out / "videos" / name / f"{i:05d}.mp4"
-        p.parent.mkdir(parents=True, exist_ok=True)
-        write_mp4(p, video, cfg.fps, cfg.crf)
-        paths.append(str(p.resolve()))
-        if progress is not None:
-            progress(i + 1, cfg.videos)
+    jobs = [(i, classes[y], out / "videos" / classes[y] / f"{i:05d}.mp4") for i, y in enumerate(labels.tolist())]
+    for name in classes:
+        (out / "videos" / name).mkdir(parents=True, exist_ok=True)
+    if workers == 1:
+        for done, (i, name, p) in enumerate(jobs, start=1):
+            _make_video(cfg, i, name, p)
+            if progress is not None:
+                progress(done, len(jobs))
+    else:
+        from concurrent.futures import ProcessPoolExecutor, as_completed
+
+        with ProcessPoolExecutor(workers) as pool:
+            futures = [pool.submit(_make_video, cfg, i, name, p) for i, name, p in jobs]
+            for done, fut in enumerate(as_completed(futures), start=1):
+                fut.result()
+                if progress is not None:
+                    progress(done, len(jobs))
+    paths = [str(p.resolve()) for _, _, p in jobs]
 
     manifest = Manifest(paths, labels.astype(np.int32), splits, classes, source=str(out / "manifest.csv"))
     manifest.write(out / "manifest.csv")
