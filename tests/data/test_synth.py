@@ -123,6 +123,14 @@ def test_overwrite_rules(tmp_path):
         synthesize(tmp_path / "c", small)
     m = synthesize(tmp_path / "c", SynthConfig(videos=3, classes=3, size=16, frames=4), overwrite=True)
     assert sorted(p.parent.name for p in (tmp_path / "c" / "videos").rglob("*.mp4")) == sorted(m.classes)
+
+    def interrupt(done, total):
+        if done == 2:
+            raise KeyboardInterrupt
+    with pytest.raises(KeyboardInterrupt):
+        synthesize(tmp_path / "cut", SynthConfig(videos=4, classes=2, size=16, frames=4), progress=interrupt)
+    assert not (tmp_path / "cut" / "manifest.csv").exists()  # an unfinished corpus has no manifest
+    assert len(synthesize(tmp_path / "cut", small, overwrite=True)) == 2
     (tmp_path / "mine").mkdir()
     (tmp_path / "mine" / "thesis.tex").write_text("x")
     with pytest.raises(DataError, match="not a synthetic corpus"):

@@ -340,6 +340,12 @@ def synthesize(out_dir: str | Path, cfg: SynthConfig, progress: Callable[[int, i
     labels = np.arange(cfg.videos) % cfg.classes
     splits = stratified_split(labels, cfg.val_fraction, cfg.test_fraction, cfg.seed, keys=classes)
     jobs = [(i, classes[y], out / "videos" / classes[y] / f"{i:05d}.mp4") for i, y in enumerate(labels.tolist())]
+    paths = [str(p.resolve()) for _, _, p in jobs]
+    manifest = Manifest(paths, labels.astype(np.int32), splits, classes, source=str(out / "manifest.csv"))
+    # synth.json comes first: it marks the folder as a corpus, so an interrupted run can be overwritten.
+    meta = {"config": to_dict(cfg), "classes": classes, "kinds": {c: class_kind(c) for c in classes},
+            "counts": manifest.counts()}
+    (out / "synth.json").write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
     for name in classes:
         (out / "videos" / name).mkdir(parents=True, exist_ok=True)
     if workers == 1:
@@ -356,11 +362,6 @@ def synthesize(out_dir: str | Path, cfg: SynthConfig, progress: Callable[[int, i
                 fut.result()
                 if progress is not None:
                     progress(done, len(jobs))
-    paths = [str(p.resolve()) for _, _, p in jobs]
-
-    manifest = Manifest(paths, labels.astype(np.int32), splits, classes, source=str(out / "manifest.csv"))
+    # The manifest is written last: its presence means every video is there.
     manifest.write(out / "manifest.csv")
-    meta = {"config": to_dict(cfg), "classes": classes, "kinds": {c: class_kind(c) for c in classes},
-            "counts": manifest.counts()}
-    (out / "synth.json").write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
     return manifest
