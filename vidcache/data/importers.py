@@ -21,7 +21,6 @@ import json
 import re
 import warnings
 import zlib
-from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Callable, Sequence
 
