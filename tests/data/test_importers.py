@@ -278,7 +278,7 @@ SSV2_TRAIN = [
      "placeholders": ["a book", "a box"]},
     {"id": "11", "label": "holding a pen", "template": "Holding [something]", "placeholders": ["a pen"]},
     {"id": "12", "label": "holding a cup", "template": "Holding [something]", "placeholders": ["a cup"]},
-    {"id": "13", "label": "holding a key", "template": "Holding [something]", "placeholders": ["a key"]},
+    {"id": "13", "label": "holding a key", "template": "Holding [Something]", "placeholders": ["a key"]},
 ]
 SSV2_VAL = [{"id": "74225", "label": "holding a mug", "template": "Holding [something]", "placeholders": ["a mug"]}]
 SSV2_TEST = [{"id": "1420"}, {"id": "1421"}]

@@ -436,6 +436,8 @@ def manifest_from_ssv2(root: str | Path, labels_json: str | Path, train_json: st
     classes = [None] * len(ids)
     for name, i in ids.items():
         classes[i] = name
+    # A template that differs from its label only in case still finds its class.
+    ids_lower = {name.lower(): i for name, i in ids.items()}
 
     entries = [(train_json, "train", True), (val_json, "test" if official_val_as == "test" else "val", True)]
     if test_json is not None:
@@ -457,10 +459,10 @@ def manifest_from_ssv2(root: str | Path, labels_json: str | Path, train_json: st
                     problems.append(f"{Path(jpath).name} item {k} (id {vid}): no 'template'")
                     continue
                 name = ssv2_class(template)
-                if name not in ids:
+                y = ids.get(name, ids_lower.get(name.lower(), -1))
+                if y < 0:
                     problems.append(f"{Path(jpath).name} item {k} (id {vid}): class {name!r} not in labels json")
                     continue
-                y = ids[name]
             paths.append(str(root / f"{vid}.webm"))
             labels.append(y)
             splits.append(split)
