@@ -1,0 +1,143 @@
+"""SCALE evaluation: derived features, the set classifier head, the table, runs on stores."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from torch.testing import assert_close
+
+from vidcache.errors import ConfigError, DataError
+from vidcache.probe.data import ProbeData
+from vidcache.scale.evaluate import (ROWS, ScaleEvalConfig, SetClassifier, evaluate_features, evaluate_run,
+                                     results_table, scale_features)
+from vidcache.scale.model import SCALEPredictor
+
+
+def rotation_data(n, seed, C=6, D=6):
+    """Two classes that differ only in the direction a point turns on a circle over time.
+
+    Every clip alone is a uniform point on the circle in both classes (random phase per video),
+    so a per-clip head is at chance; the order of clips in time (their boxes) gives the class.
+    """
+    rng = np.random.default_rng(seed)
+    y = np.arange(n) % 2
+    t = rng.random((n, C))
+    phase = rng.random((n, 1))
+    sign = np.where(y == 0, 1.0, -1.0)[:, None]
+    ang = 2 * np.pi * (phase + sign * 0.4 * t)
+    emb = 0.1 * rng.standard_normal((n, C, D))
+    emb[..., 0] += 2 * np.cos(ang)
+    emb[..., 1] += 2 * np.sin(ang)
+    box = np.zeros((n, C, 6), np.float32)
+    box[..., 2], box[..., 5] = t, t + 0.05
+    box[..., 3:5] = 1.0
+    return ProbeData(x=emb.astype(np.float16), y=y, extras={"box": box})
+
+
+def _cfg(**kw):
+    base = dict(device="cpu", epochs=10, lrs=[1e-2], wds=[1e-4], mlp_hidden=16, ft_epochs=25,
+                ft_lrs=[3e-3], ft_wds=[1e-4], ft_batch_size=32, k=5)
+    base.update(kw)
+    return ScaleEvalConfig(**base)
+
+
+def test_set_classifier_returns_log_of_mean_clip_softmax():
+    torch.manual_seed(0)
+    head = SetClassifier(SCALEPredictor(5, 8, 1, 2), 3)
+    nn_init = torch.nn.init
+    nn_init.normal_(head.fc.weight)
+    batch = {"x": torch.randn(4, 6, 5), "box": torch.rand(4, 6, 6)}
+    out = head(batch)
+    clips, cls = head.predictor(batch["x"], batch["box"])
+    per_clip = head.fc(torch.cat([clips, cls[:, None].expand_as(clips)], -1)).softmax(-1)
+    assert_close(out.exp(), per_clip.mean(1))
+    assert_close(out.softmax(-1), per_clip.mean(1))
+    assert "predictor.mask_token" not in dict(head.named_parameters())
+
+
+def test_scale_features_match_the_predictor():
+    torch.manual_seed(0)
+    p = SCALEPredictor(6, 8, 2, 2).eval()
+    d = rotation_data(10, 0)
+    clips, cls = scale_features(p, d.x, d.extras["box"], batch_size=3)
+    with torch.no_grad():
+        c, t = p(torch.from_numpy(d.x), torch.from_numpy(d.extras["box"]))
+    assert clips.shape == (10, 6, 8) and cls.shape == (10, 8)
+    assert_close(torch.from_numpy(clips), c)
+    assert_close(torch.from_numpy(cls), t)
+
+
+def test_table_transformer_sees_motion_that_linear_cannot(tmp_path):
+    data = {"train": rotation_data(160, 0), "val": rotation_data(40, 1), "test": rotation_data(60, 2)}
+    torch.manual_seed(0)
+    p = SCALEPredictor(6, 16, 2, 2)
+    seen = []
+    res = evaluate_features(p, data, _cfg(), tmp_path, progress=lambda row, r: seen.append(row))
+    assert seen == list(ROWS) and set(res) == set(ROWS)
+    acc = {r: res[r]["test"]["top1"] for r in ROWS}
+    assert acc["linear"] < 70 and acc["mlp"] < 70  # a single clip carries no label
+    assert acc["transformer"] > 85 and acc["scale_ft"] > 85  # clips + boxes do
+    for r in ROWS:
+        assert (tmp_path / r / "results.json").exists()
+    assert (tmp_path / "scale_ft" / "head.safetensors").exists()
+
+
+def test_eval_config_reports_every_problem():
+    with pytest.raises(ConfigError) as e:
+        from vidcache.config import check
+        check(ScaleEvalConfig(rows=["nope"], k=0, ft_lrs=[], device="tpu"))
+    for part in ("rows", "k must", "ft_lrs", "device"):
+        assert part in str(e.value)
+
+
+def _store(path, data: dict, classes):
+    from vidcache.cache.store import ArraySpec, Store
+    from vidcache.data.manifest import Manifest
+
+    splits = [s for s, d in data.items() for _ in range(len(d))]
+    emb = np.concatenate([d.x for d in data.values()])
+    box = np.concatenate([d.extras["box"] for d in data.values()])
+    y = np.concatenate([d.y for d in data.values()])
+    V, C, D = emb.shape
+    man = Manifest(paths=[f"v{i}.mp4" for i in range(V)], labels=y, splits=splits, classes=classes)
+    st = Store.create(path, "clips", man, {"protocol": f"uniform:{C}"},
+                      {"clips/emb": ArraySpec((C, D), "float16"), "clips/box": ArraySpec((C, 6), "float32")},
+                      videos_per_block=V)
+    st.write_block(0, {"clips/emb": emb, "clips/box": box}, np.ones(V, np.int8))
+    return st
+
+
+def test_evaluate_run_on_stores(tmp_path):
+    pytest.importorskip("vidcache.cache.store")
+    from vidcache.scale.config import ScaleConfig
+    from vidcache.scale.train import train_from_store
+
+    train_store = _store(tmp_path / "train.zarr", {"train": rotation_data(48, 0, C=8)}, ["ccw", "cw"])
+    eval_store = _store(tmp_path / "eval.zarr", {"train": rotation_data(40, 3), "test": rotation_data(20, 4)},
+                        ["ccw", "cw"])
+    train_from_store(train_store.url, tmp_path / "run",
+                     ScaleConfig(hidden_dim=16, num_heads=2, head_hidden=16, proj_dim=8, clips_per_set=4,
+                                 epochs=2, batch_size=16, device="cpu"))
+    cfg = _cfg(rows=["linear", "scale_knn", "scale_ft"], ft_epochs=2)
+    # No store has a val split: with val_fraction 0 that is an error, never a silent use of test.
+    with pytest.raises(DataError, match="val"):
+        evaluate_run(tmp_path / "run", eval_store.url, eval_store.url, cfg=_cfg(val_fraction=0.0))
+    summary = evaluate_run(tmp_path / "run", eval_store.url, eval_store.url, cfg=cfg)
+    out = tmp_path / "run" / "eval"
+    saved = json.loads((out / "results.json").read_text())
+    assert [r["method"] for r in saved["table"]] == ["Linear", "SCALE_kNN", "SCALE_ft"]
+    assert saved["num_videos"] == {"train": 36, "val": 4, "test": 20}
+    assert saved["where"]["val"] == "0.1 of train"
+    assert saved["eval_config_hash"] == eval_store.config_hash
+    assert summary["rows"]["scale_knn"]["selected"]["k"] == 5
+    from rich.console import Console
+    console = Console(record=True, width=120)
+    console.print(results_table(summary))
+    text = console.export_text()
+    assert "SCALE_ft" in text and "Linear" in text
+    # Embeddings of another width are refused with a clear message.
+    other = _store(tmp_path / "other.zarr", {"train": rotation_data(20, 5, D=4), "test": rotation_data(10, 6, D=4)},
+                   ["ccw", "cw"])
+    with pytest.raises(DataError, match="same backbone"):
+        evaluate_run(tmp_path / "run", other.url, other.url, cfg=cfg)
