@@ -20,6 +20,7 @@ Readers are created inside the workers (never inherited across fork: decord #294
 
 from __future__ import annotations
 
+import faulthandler
 import multiprocessing as mp
 import os
 import time
@@ -54,6 +55,9 @@ def run_task(fn: Callable, key: Any, args: tuple) -> TaskResult:
 
 
 def _worker_main(fn: Callable, conn, threads: int) -> None:
+    # A decoder that segfaults is reported by the parent as a failed video; a Python stack dump
+    # of the dying worker (inherited from pytest or -X faulthandler) would only be noise.
+    faulthandler.disable()
     torch.set_num_threads(threads)
     os.environ["OMP_NUM_THREADS"] = str(threads)
     while True:
