@@ -99,7 +99,7 @@ class SynthConfig:
 
 
 # ----------------------------------------------------------------------------------------------
-# drawing: everything is vectorised over [T, H, W]
+# drawing: vectorised over the frames and pixels (no per-pixel Python loops)
 
 
 def _upsample(grid: np.ndarray, u: np.ndarray, v: np.ndarray) -> np.ndarray:
