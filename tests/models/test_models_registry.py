@@ -181,3 +181,16 @@ def test_weights_digest_tracks_every_weight():
     # Rounding may not restore the exact float; rebuild to compare with an untouched model.
     assert create_backbone("tiny").weights_digest() == before
     assert create_backbone("tiny").to(torch.bfloat16).weights_digest() != before
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("name", ["tiny", "tiny_frame"])
+def test_cuda_forward_matches_cpu(name):
+    cpu = create_backbone(name)
+    gpu = create_backbone(name).to("cuda")
+    assert gpu.weights_digest() == cpu.weights_digest()  # the digest does not depend on the device
+    x = torch.randn(3, 3, 8, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(gpu(x.cuda()).cpu(), cpu(x), rtol=1e-3, atol=1e-3)
+    # Attention is counted on both devices (different kernels), so FLOPs agree.
+    assert count_flops(gpu) == count_flops(cpu)

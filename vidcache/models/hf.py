@@ -41,7 +41,15 @@ _FAMILIES: dict[str, tuple[str, bool, tuple, tuple]] = {
 }
 
 
-def _processor_config(source: str) -> dict:
+def _hub_offline() -> bool:
+    try:
+        from huggingface_hub import constants
+    except ImportError:
+        return True
+    return bool(getattr(constants, "HF_HUB_OFFLINE", False))
+
+
+def _processor_config(source: str, revision: str | None) -> dict:
     """The saved image / video processor config, or {} when there is none (or it cannot be fetched)."""
     names = ("preprocessor_config.json", "video_preprocessor_config.json")
     if os.path.isdir(source):
@@ -51,13 +59,19 @@ def _processor_config(source: str) -> dict:
                 return json.loads(file.read_text())
         return {}
     try:
-        from huggingface_hub import hf_hub_download
+        from huggingface_hub import hf_hub_download, try_to_load_from_cache
     except ImportError:
         return {}
     for name in names:
+        cached = try_to_load_from_cache(source, name, revision=revision)
+        if isinstance(cached, str):
+            return json.loads(Path(cached).read_text())
+    if _hub_offline():
+        return {}
+    for name in names:
         try:
-            return json.loads(Path(hf_hub_download(source, name)).read_text())
-        except Exception:  # absent file, offline hub, no cache: fall back to the model's defaults
+            return json.loads(Path(hf_hub_download(source, name, revision=revision)).read_text())
+        except Exception:  # absent file or unreachable hub: fall back to the model's defaults
             continue
     return {}
 
@@ -135,12 +149,16 @@ def load_hf(source: str, *, num_frames: int | None = None, frame_stride: int | N
     except ImportError as err:
         raise VidcacheError("the 'hf:' backbones need transformers: pip install 'vidcache[hub]'") from err
     kw = {"revision": revision} if revision else {}
+    # Something that looks like a path is never sent to the hub as a repo id.
+    if source.startswith(("/", ".", "~")) or os.path.exists(source):
+        source = os.path.expanduser(source)
+        if not os.path.isdir(source):
+            raise VidcacheError(f"Hugging Face model folder {source} does not exist (make one with save_pretrained)")
     try:
         config = AutoConfig.from_pretrained(source, **kw)
     except (OSError, ValueError) as err:
-        offline = os.environ.get("HF_HUB_OFFLINE") not in (None, "", "0")
-        hint = ("HF_HUB_OFFLINE is set, so only cached or local models load; give a local folder made with "
-                "save_pretrained, or unset HF_HUB_OFFLINE" if offline
+        hint = ("the hub is offline (HF_HUB_OFFLINE), so only cached or local models load; give a local "
+                "folder made with save_pretrained, or unset HF_HUB_OFFLINE" if _hub_offline()
                 else "give a local folder made with save_pretrained or a valid hub id")
         raise VidcacheError(f"cannot load Hugging Face model {source!r}: {str(err).splitlines()[0]} ({hint})") from err
     model_type = config.model_type
@@ -158,7 +176,7 @@ def load_hf(source: str, *, num_frames: int | None = None, frame_stride: int | N
         raise VidcacheError(f"cannot load weights of {source!r}: {str(err).splitlines()[0]}") from err
     model = model.float().eval()
 
-    proc = _processor_config(source)
+    proc = _processor_config(source, revision)
     vcfg = _vision_config(config)
     native = int(getattr(vcfg, "crop_size", None) or getattr(vcfg, "image_size"))
     size = image_size or _size_from(proc.get("crop_size")) or _size_from(proc.get("size")) or native
