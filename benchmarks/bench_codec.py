@@ -78,7 +78,7 @@ def main() -> None:
     if args.quick:
         ks, niter, max_patches, train_step = [64, 256], 4, 20_000, 4
     else:
-        ks, niter, max_patches, train_step = [256, 1024, 4096], 15, 150_000, 1
+        ks, niter, max_patches, train_step = [256, 1024, 4096], 10, 150_000, 1
         if device == "cuda":
             ks += [16384, 65536]
             max_patches = 2_000_000
@@ -102,7 +102,7 @@ def main() -> None:
         pool = training_patches(train, args.size, p)
         rng = np.random.default_rng(0)
         for k in ks:
-            n = min(len(pool), max_patches)
+            n = min(len(pool), max_patches, 32 * k)  # 32 per centroid: enough for Lloyd, bounded cost
             if n < k:
                 print(f"skip p={p} k={k}: only {len(pool)} training patches")
                 continue
