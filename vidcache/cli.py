@@ -24,8 +24,8 @@ from vidcache.errors import VidcacheError
 
 EXIT_USAGE, EXIT_FAILURES = 2, 3
 
-console = Console(stderr=True)
-out = Console()
+console = Console(stderr=True, soft_wrap=True)
+out = Console(soft_wrap=True)
 
 app = typer.Typer(help="Extract video features once, learn cheaply on the cache.", no_args_is_help=True,
                   add_completion=False, pretty_exceptions_enable=False)
@@ -96,14 +96,17 @@ def data_synth(out_dir: Path = typer.Argument(..., help="folder to write videos/
                seed: int = typer.Option(0, help="random seed: the same seed gives the same bytes"),
                size: int = typer.Option(64, help="frame side in pixels"),
                frames: int = typer.Option(32, help="frames per video"),
+               fps: int = typer.Option(16, help="frame rate written in the files"),
+               workers: int = typer.Option(1, help="processes writing videos (same bytes for any count)"),
                overwrite: bool = typer.Option(False, help="replace an earlier synthetic corpus in OUT_DIR")) -> None:
     """Write the synthetic corpus (real H.264 mp4s): motion classes no single frame separates, and
     appearance classes one frame does. Library: `vidcache.data.synth.synthesize`."""
     from vidcache.data.synth import SynthConfig, synthesize
 
-    cfg = SynthConfig(videos=videos, classes=classes, seed=seed, size=size, frames=frames)
+    cfg = SynthConfig(videos=videos, classes=classes, seed=seed, size=size, frames=frames, fps=fps)
     with progress_bar("synthesising", videos) as update:
-        manifest = synthesize(out_dir, cfg, progress=lambda d, t: update(d, t), overwrite=overwrite)
+        manifest = synthesize(out_dir, cfg, progress=lambda d, t: update(d, t), overwrite=overwrite,
+                              workers=workers)
     out.print(f"wrote {len(manifest)} videos in {len(manifest.classes)} classes to {out_dir} "
               f"(splits: {manifest.counts()}); manifest: {Path(out_dir) / 'manifest.csv'}")
 
@@ -118,6 +121,9 @@ def data_manifest(root: Path = typer.Argument(..., help="dataset root (videos)")
                   train_json: Optional[Path] = typer.Option(None, help="ssv2: train.json"),
                   val_json: Optional[Path] = typer.Option(None, help="ssv2: validation.json"),
                   test_json: Optional[Path] = typer.Option(None, help="ssv2: test json (optional)"),
+                  official_val_as: str = typer.Option("test", help="ssv2: report the official validation "
+                                                                   "set as test (papers' practice) or val"),
+                  split_name: Optional[str] = typer.Option(None, help="kinetics: one split for every row"),
                   fold: int = typer.Option(1, help="official split fold (ucf101: 1-3, hmdb51: 1-3)"),
                   val_fraction: float = typer.Option(0.1, help="fraction carved out as val where the "
                                                                "dataset has no val split"),
@@ -138,12 +144,12 @@ def data_manifest(root: Path = typer.Argument(..., help="dataset root (videos)")
         elif format == "hmdb51":
             m = importers.manifest_from_hmdb51(root, splits, fold=fold, val_fraction=val_fraction, seed=seed)
         else:
-            m = importers.manifest_from_kinetics(root, splits)
+            m = importers.manifest_from_kinetics(root, splits, split_name=split_name)
     elif format == "ssv2":
         if not (labels_json and train_json and val_json):
             raise typer.BadParameter("--format ssv2 needs --labels-json, --train-json and --val-json")
         m = importers.manifest_from_ssv2(root, labels_json, train_json, val_json, test_json,
-                                         val_fraction=val_fraction, seed=seed)
+                                         official_val_as=official_val_as, val_fraction=val_fraction, seed=seed)
     else:
         raise typer.BadParameter(f"unknown --format {format!r}; use folders, ucf101, hmdb51, kinetics or ssv2")
     m.write(output)
@@ -310,28 +316,19 @@ def demo(out_dir: Path = typer.Option(Path("vidcache-demo"), "-o", "--output", h
 
 # ----------------------------------------------------------------------------------------------- entry
 def main(argv: list[str] | None = None) -> None:
-    """Entry point: user errors become one line on stderr and exit code 2, never a traceback."""
+    """Entry point: user errors become one line on stderr and exit code 2, never a traceback.
+
+    Usage errors that click detects (unknown option, missing argument, BadParameter) are printed by
+    click itself with exit code 2; errors the library raises (`VidcacheError`) are printed here.
+    """
     try:
-        code = app(args=argv, standalone_mode=False)
-        if isinstance(code, int) and code:
-            sys.exit(code)
+        app(args=argv, prog_name="vidcache")
     except VidcacheError as e:
         console.print(f"error: {e}", markup=False, highlight=False, soft_wrap=True)
         sys.exit(EXIT_USAGE)
-    except typer.Exit as e:
-        sys.exit(e.exit_code)
-    except typer.Abort:
-        console.print("aborted")
+    except KeyboardInterrupt:
+        console.print("interrupted: finished blocks are saved; rerun the same command to resume")
         sys.exit(130)
-    except Exception as e:  # click's usage errors (bad option, missing argument, BadParameter)
-        import click
-
-        if isinstance(e, click.exceptions.ClickException):
-            e.show()
-            sys.exit(EXIT_USAGE)
-        if isinstance(e, click.exceptions.Exit):
-            sys.exit(e.exit_code)
-        raise
 
 
 if __name__ == "__main__":
