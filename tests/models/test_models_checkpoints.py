@@ -114,7 +114,24 @@ def test_vjepa_infers_architecture_from_shapes():
     expected = {k: vit.config[k] for k in cfg}
     assert cfg == expected
     with pytest.raises(VidcacheError, match="does not fit"):
-        infer_vit_config(sd, num_heads=4, image_size=24, num_frames=16)
+        infer_vit_config(sd, num_heads=4, image_size=40)
+    # 16 positions of 16-px patches read as 8 frames of 32 px or 2 frames of 64 px: the larger
+    # usual size wins unless the asked clip length picks the other reading.
+    sd = _vit(0, num_frames=8).state_dict()
+    assert (infer_vit_config(sd)["img_size"], infer_vit_config(sd)["num_frames"]) == (64, 2)
+    assert (infer_vit_config(sd, num_frames=8)["img_size"], infer_vit_config(sd, num_frames=8)["num_frames"]) == (32, 8)
+
+
+def test_vjepa_clip_length_can_differ_from_training(tmp_path):
+    target = _vit(1)
+    path = tmp_path / "ckpt.pt"
+    torch.save(_jepa_ckpt(target, target), path)
+    model = create_backbone(f"vjepa:{path}", num_frames=8)
+    assert model.num_frames == 8 and model.vit.num_frames == 4
+    with torch.no_grad():
+        assert model.forward_features(_clip(T=8)).shape == (2, 4 * 2 * 2, 96)
+    with pytest.raises(VidcacheError, match="multiple of the tubelet"):
+        create_backbone(f"vjepa:{path}", num_frames=5)
 
 
 def test_vjepa_refuses_missing_and_extra_keys(tmp_path):

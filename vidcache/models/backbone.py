@@ -27,11 +27,14 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
-def _digest_key(state: dict[str, Tensor]) -> tuple:
+def _digest_key(state: dict[str, Tensor]) -> tuple | None:
     # `_version` counts in-place writes (optimizer steps, load_state_dict, fill_), and data_ptr
     # changes when a tensor is replaced, so an unchanged key means unchanged weights.
-    return tuple((k, t.data_ptr(), t._version, t.dtype, tuple(t.shape), str(t.device))
-                 for k, t in state.items())
+    try:
+        return tuple((k, t.data_ptr(), t._version, t.dtype, tuple(t.shape), str(t.device))
+                     for k, t in state.items())
+    except RuntimeError:  # inference-mode tensors keep no version counter: never cache those
+        return None
 
 
 def weights_digest(module: nn.Module) -> str:
@@ -43,7 +46,7 @@ def weights_digest(module: nn.Module) -> str:
     state = module.state_dict(keep_vars=True)
     key = _digest_key(state)
     cached = module.__dict__.get("_vidcache_digest")
-    if cached is not None and cached[0] == key:
+    if key is not None and cached is not None and cached[0] == key:
         return cached[1]
     h = hashlib.sha256()
     for name, t in state.items():

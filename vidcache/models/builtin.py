@@ -31,8 +31,11 @@ class VideoViTBackbone(Backbone):
         super().__init__()
         if not vit.is_video:
             raise ValueError("VideoViTBackbone needs a video ViT (num_frames > 1); use FrameViTBackbone")
+        num_frames = num_frames or vit.num_frames
+        if num_frames % vit.tubelet_size:
+            raise VidcacheError(f"num_frames {num_frames} is not a multiple of the tubelet size {vit.tubelet_size}")
         self.vit = vit
-        self.set_input_spec(embed_dim=vit.embed_dim, num_frames=num_frames or vit.num_frames,
+        self.set_input_spec(embed_dim=vit.embed_dim, num_frames=num_frames,
                             image_size=vit.img_size, patch_size=vit.patch_size,
                             tubelet_size=vit.tubelet_size, frame_stride=frame_stride, mean=mean, std=std)
 
@@ -124,8 +127,9 @@ def infer_vit_config(state: Mapping[str, Tensor], *, image_size: int | None = No
     """VisionTransformer options from a jepa-style state dict's tensor shapes.
 
     Width, depth, MLP ratio, qkv bias, patch and tubelet size are read from the shapes; the head
-    count from the width (standard sizes) or `num_heads`; image size and frame count from the
-    position table length, choosing the first usual image size that divides it unless given.
+    count from the width (standard sizes) or `num_heads`; image size and trained frame count from
+    the position table length: `image_size` if given, else the first usual size at which the table
+    holds `num_frames` frames, else the first usual size that divides it.
     """
     def need(key: str) -> Tensor:
         if key not in state:
@@ -166,16 +170,16 @@ def infer_vit_config(state: Mapping[str, Tensor], *, image_size: int | None = No
             raise VidcacheError(f"image_size {image_size} does not fit the checkpoint's {n_pos} positions "
                                 f"with patch {patch}")
     else:
-        image_size = next((s for s in _IMAGE_SIZES if frames_for(s) is not None), None)
+        # Prefer the size at which the table holds exactly the requested clip length.
+        fitting = [s for s in _IMAGE_SIZES if frames_for(s) is not None]
+        exact = [s for s in fitting if num_frames is not None and frames_for(s) == num_frames]
+        image_size = (exact or fitting or [None])[0]
         if image_size is None:
             side = math.isqrt(n_pos)
             if w.dim() == 5 or side * side != n_pos:
                 raise VidcacheError(f"cannot infer the image size from {n_pos} positions; pass image_size")
             image_size = side * patch
         frames = frames_for(image_size)
-    if num_frames is not None and w.dim() == 5 and num_frames != frames:
-        raise VidcacheError(f"num_frames {num_frames} does not fit the checkpoint: {n_pos} positions at "
-                            f"image_size {image_size} mean {frames} frames")
     return dict(img_size=image_size, patch_size=patch, num_frames=frames, tubelet_size=max(tubelet, 1),
                 in_chans=in_chans, embed_dim=embed_dim, depth=depth, num_heads=heads, mlp_ratio=mlp_ratio,
                 qkv_bias="blocks.0.attn.qkv.bias" in state)
@@ -195,15 +199,15 @@ def load_vjepa(path: str, *, which: str | None = None, image_size: int | None = 
                trust_checkpoint: bool = False) -> Backbone:
     """A facebookresearch/jepa encoder: `target_encoder` by default (else `encoder`), loaded strictly.
 
-    `which` picks the weights ('target_encoder' or 'encoder'); `image_size` / `num_frames` resolve
-    an ambiguous position table; `frame_stride` 4 is the V-JEPA evaluation default.
+    `which` picks the weights ('target_encoder' or 'encoder'); `image_size` resolves an ambiguous
+    position table; `num_frames` is the clip length (default: the trained one; another length runs
+    with the position table interpolated in time); `frame_stride` 4 is the V-JEPA evaluation default.
     """
     state = strip_prefixes(_pick_encoder(load_checkpoint(path, trust=trust_checkpoint), which, path))
     config = infer_vit_config(state, image_size=image_size, num_frames=num_frames, num_heads=num_heads)
     vit = VisionTransformer(**config)
     load_state_dict_strict(vit, state, path)
-    return _wrap_vit(vit, clip_frames=num_frames if not vit.is_video else None,
-                     frame_stride=frame_stride, mean=mean, std=std)
+    return _wrap_vit(vit, clip_frames=num_frames, frame_stride=frame_stride, mean=mean, std=std)
 
 
 @register_prefix("vidcache", "vidcache:<checkpoint from vidcache pretrain>")
@@ -223,7 +227,7 @@ def load_vidcache(path: str, *, which: str = "target_encoder", num_frames: int |
     load_state_dict_strict(vit, strip_prefixes(ckpt[which]), path)
     pre = ckpt.get("preprocess") or {}
     stride = frame_stride if frame_stride is not None else int(pre.get("frame_stride", 1))
-    return _wrap_vit(vit, clip_frames=num_frames if not vit.is_video else None, frame_stride=stride,
+    return _wrap_vit(vit, clip_frames=num_frames, frame_stride=stride,
                      mean=pre.get("mean", IMAGENET_MEAN), std=pre.get("std", IMAGENET_STD))
 
 

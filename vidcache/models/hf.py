@@ -17,7 +17,6 @@ import os
 from pathlib import Path
 from typing import Any, Sequence
 
-import torch
 from torch import Tensor, nn
 
 from vidcache.errors import VidcacheError
