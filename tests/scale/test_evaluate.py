@@ -36,7 +36,7 @@ def rotation_data(n, seed, C=6, D=6):
 
 
 def _cfg(**kw):
-    base = dict(device="cpu", epochs=10, lrs=[1e-2], wds=[1e-4], mlp_hidden=16, ft_epochs=25,
+    base = dict(device="cpu", epochs=10, lrs=[1e-2], wds=[1e-4], mlp_hidden=16, ft_epochs=20,
                 ft_lrs=[3e-3], ft_wds=[1e-4], ft_batch_size=32, k=5)
     base.update(kw)
     return ScaleEvalConfig(**base)
@@ -69,8 +69,8 @@ def test_scale_features_match_the_predictor():
 
 
 def test_table_transformer_sees_motion_that_linear_cannot(tmp_path):
-    data = {"train": rotation_data(160, 0), "val": rotation_data(40, 1), "test": rotation_data(60, 2)}
-    torch.manual_seed(0)
+    data = {"train": rotation_data(96, 0), "val": rotation_data(40, 1), "test": rotation_data(60, 2)}
+    torch.manual_seed(1)  # not the probes' seed: SCALE_ft starts from other weights than Transformer
     p = SCALEPredictor(6, 16, 2, 2)
     seen = []
     res = evaluate_features(p, data, _cfg(), tmp_path, progress=lambda row, r: seen.append(row))
