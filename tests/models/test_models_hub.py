@@ -156,3 +156,15 @@ def test_timm_convnet_tokens_follow_the_feature_map():
     t, h, w = model.token_grid(2, 40, 40)
     assert tokens.shape == (2, t * h * w, model.embed_dim) and (h, w) == tuple(fmap.shape[-2:])
     torch.testing.assert_close(tokens[:, h * w:], fmap.flatten(2).transpose(1, 2))
+
+
+def test_hf_full_clip_checkpoint_uses_its_vision_tower(tmp_path):
+    torch.manual_seed(0)
+    cfg = transformers.CLIPConfig(vision_config=dict(image_size=32, patch_size=8, **SMALL),
+                                  text_config=dict(vocab_size=100, **SMALL), projection_dim=16)
+    full = transformers.CLIPModel(cfg).eval()
+    model = create_backbone(_save(full, tmp_path), num_frames=2)
+    assert model.embed_dim == 32 and model.mean == pytest.approx((0.48145466, 0.4578275, 0.40821073))
+    x = _clip(2, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(model.forward_features(x), _per_frame_reference(full.vision_model, x, 1))

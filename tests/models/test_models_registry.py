@@ -104,6 +104,10 @@ def test_unknown_options_are_refused_but_trust_is_ignored_where_moot():
     with pytest.raises(ConfigError, match="unknown option 'depth'.*seed"):
         create_backbone("tiny", depth=3)
     assert create_backbone("tiny", trust_checkpoint=True).embed_dim == 96
+    with pytest.raises(ConfigError, match="not a multiple of patch_size"):
+        create_backbone("tiny", image_size=60)
+    with pytest.raises(ConfigError, match="unknown ViT size"):
+        create_backbone("tiny_frame", size="vit_enormous")
 
 
 class _LinearBackbone(Backbone):

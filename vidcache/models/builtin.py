@@ -11,7 +11,7 @@ from typing import Any, Mapping, Sequence
 import torch
 from torch import Tensor, nn
 
-from vidcache.errors import VidcacheError
+from vidcache.errors import ConfigError, VidcacheError
 from vidcache.models.backbone import IMAGENET_MEAN, IMAGENET_STD, Backbone, FrameBackbone, check_video
 from vidcache.models.checkpoint import (
     load_checkpoint,
@@ -65,7 +65,10 @@ def _seeded_vit(seed: int, size: str, **kwargs: Any) -> VisionTransformer:
     # fork_rng: building the modules draws from the global RNG before reset_parameters overwrites
     # every weight; the caller's random stream must not depend on whether it built a backbone.
     with torch.random.fork_rng(devices=[]):
-        vit = vit_from_size(size, **kwargs)
+        try:
+            vit = vit_from_size(size, **kwargs)
+        except ValueError as err:  # a size or shape option that does not fit
+            raise ConfigError([str(err)], "backbone options") from err
     vit.reset_parameters(generator=torch.Generator().manual_seed(int(seed)))
     return vit
 

@@ -106,8 +106,8 @@ class HFVideoBackbone(Backbone):
         # VideoMAE's sin-cos table is built for one input size and is not interpolated.
         T, H, W = video.shape[2:]
         if (T, H, W) != (self.num_frames, self.image_size, self.image_size):
-            raise ValueError(f"VideoMAE takes clips of {self.num_frames} x {self.image_size} x "
-                             f"{self.image_size}; got {T} x {H} x {W}")
+            raise VidcacheError(f"VideoMAE takes clips of {self.num_frames} x {self.image_size} x "
+                                f"{self.image_size}; got {T} x {H} x {W} (leave clip length and size at the defaults)")
         return self.model(pixel_values=frames_first).last_hidden_state
 
 
@@ -126,7 +126,7 @@ class HFImageBackbone(FrameBackbone):
     def encode_frames(self, frames: Tensor) -> Tensor:
         kwargs = {}
         # DINOv2 always interpolates its position table; CLIP and SigLIP only when asked.
-        if self.model_type != "dinov2" and not self.model_type.startswith("dinov2"):
+        if not self.model_type.startswith("dinov2"):
             if tuple(frames.shape[-2:]) != (self.native_size, self.native_size):
                 kwargs["interpolate_pos_encoding"] = True
         out = self.model(pixel_values=frames, **kwargs).last_hidden_state
