@@ -229,6 +229,38 @@ def _report_extraction(summary) -> None:
         raise typer.Exit(EXIT_FAILURES)
 
 
+@extract_app.command("codes")
+def extract_codes_cmd(
+        manifest: Path = typer.Argument(..., help="manifest CSV (path,label,split)"),
+        codebook: Path = typer.Option(..., help="codebook from `vidcache codec train`"),
+        output: str = typer.Option(..., "-o", "--output", help="code store to write (path or fsspec URL)"),
+        fps: Optional[float] = typer.Option(None, help="resample to this frame rate (default: native)"),
+        max_frames: int = typer.Option(64, help="frames kept per video (a centred window)"),
+        workers: int = typer.Option(2, help="decode worker processes"),
+        device: str = typer.Option("auto", help="nearest-centroid search device: auto, cpu, cuda"),
+        decoder: str = typer.Option("auto", help="auto (decord, PyAV fallback), decord or pyav"),
+        decode_timeout: float = typer.Option(300.0, help="seconds before a hung video is failed"),
+        videos_per_block: Optional[int] = typer.Option(None, help="videos per block (unit of resume)"),
+        overwrite: bool = typer.Option(False, help="replace a store made with another config")) -> None:
+    """Quantize frames into k-means patch codes (uint16; uint8 when K <= 256) in a code store.
+    Resumable and torchrun-aware like `extract clips`. Library: `vidcache.extract.codes.extract_codes`."""
+    from vidcache.config import check
+    from vidcache.data.manifest import read_manifest
+    from vidcache.extract.codes import CodeExtractConfig, extract_codes
+
+    cfg = check(CodeExtractConfig(codebook=str(_exists(codebook, "codebook")), fps=fps, max_frames=max_frames,
+                                  workers=workers, device=device, decoder=decoder, decode_timeout=decode_timeout,
+                                  videos_per_block=videos_per_block), "extract codes config")
+    m = read_manifest(manifest)
+    import time
+
+    t0 = time.perf_counter()
+    with progress_bar("encoding codes", len(m)) as update:
+        summary = extract_codes(m, output, cfg, overwrite=overwrite,
+                                progress=lambda d, n, c: update(d, n, rate=f"{d / max(time.perf_counter() - t0, 1e-9):.1f} videos/s"))
+    _report_extraction(summary)
+
+
 @extract_app.command("backbones")
 def extract_backbones(pattern: str = typer.Argument("*", help="glob over registered names")) -> None:
     """List registered backbones and prefixes. Library: `vidcache.models.list_backbones`."""
@@ -238,6 +270,59 @@ def extract_backbones(pattern: str = typer.Argument("*", help="glob over registe
         out.print(name)
     for usage in list_prefixes():
         out.print(usage)
+
+
+# ----------------------------------------------------------------------------------------------- codec
+@codec_app.command("train")
+def codec_train(manifest: Path = typer.Argument(..., help="manifest CSV; frames come from --split"),
+                output: Path = typer.Option(..., "-o", "--output", help="codebook file to write (.npz)"),
+                k: int = typer.Option(65536, help="centroids (<= 65,536: codes are uint16)"),
+                patch: int = typer.Option(10, help="patch side in pixels"),
+                size: int = typer.Option(160, help="frame side after short-side resize + centre crop"),
+                frames_per_video: int = typer.Option(8, help="frames sampled per training video"),
+                max_patches: int = typer.Option(0, help="training patches (0 = 64 per centroid)"),
+                niter: int = typer.Option(20, help="k-means iterations"),
+                seed: int = typer.Option(0, help="seed of patch sampling and k-means"),
+                split: str = typer.Option("train", help="split whose videos train the codebook"),
+                pixel_space: str = typer.Option("rgb255", help="rgb255 or rgb01"),
+                device: str = typer.Option("auto", help="auto (all GPUs when faiss sees some), cpu, cuda"),
+                decoder: str = typer.Option("auto", help="auto, decord or pyav")) -> None:
+    """Train a k-means patch codebook with faiss (ViDROP-style). Library: `vidcache.codec.train_codebook`."""
+    from vidcache.codec import CodecConfig, train_codebook
+    from vidcache.config import check
+    from vidcache.data.manifest import read_manifest
+
+    cfg = check(CodecConfig(k=k, patch=patch, size=size, pixel_space=pixel_space, niter=niter, seed=seed,
+                            frames_per_video=frames_per_video, max_patches=max_patches, split=split,
+                            device=device), "codec config")
+    m = read_manifest(manifest)
+    cb = train_codebook(m, cfg, backend=decoder, progress=True)
+    cb.save(output)
+    out.print(f"wrote {output}: {cb!r}")
+
+
+@codec_app.command("eval")
+def codec_eval(store: str = typer.Argument(..., help="code store from `vidcache extract codes`"),
+               split: str = typer.Option("test", help="split to evaluate (not the codebook's training split)"),
+               preview: Optional[Path] = typer.Option(None, help="PNG: original | reconstruction | |error|"),
+               max_videos: Optional[int] = typer.Option(None, help="evaluate at most this many videos"),
+               decoder: str = typer.Option("auto", help="auto, decord or pyav"),
+               as_json: bool = typer.Option(False, "--json", help="print all results as JSON")) -> None:
+    """PSNR per video and mean, compression (raw / codes and raw / bytes on disk), preview PNG.
+    Library: `vidcache.codec.evaluate_store`."""
+    from vidcache.codec import evaluate_store
+
+    r = evaluate_store(store, split=split, preview=preview, max_videos=max_videos, backend=decoder)
+    if as_json:
+        _print_json(r)
+        return
+    t = Table("video", "PSNR (dB)")
+    for name, v in list(r["psnr_per_video"].items())[:20]:
+        t.add_row(Path(name).name, f"{v:.2f}")
+    out.print(t)
+    out.print(f"{r['codebook']}: mean PSNR {r['psnr_mean']:.2f} dB over {r['n_videos']} {split} videos; "
+              f"compression {r['compression_codes']:.0f}x (raw / codes), {r['compression_disk']:.0f}x "
+              f"(raw / store on disk)" + (f"; preview {r['preview']}" if r.get("preview") else ""))
 
 
 # ----------------------------------------------------------------------------------------------- cache

@@ -1,7 +1,6 @@
 """End-to-end extraction: resume after SIGKILL, bad files, hung and crashing decoders, torchrun."""
 
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -158,28 +157,14 @@ def test_rerun_with_another_backbone_or_protocol_is_refused(synth_corpus, tmp_pa
     assert "backbone.weights" in r.stderr and "Traceback" not in r.stderr
 
 
-def _status_done(url):
-    try:
-        return int((Store.open(url).status() == DONE).sum())
-    except Exception:
-        return 0
-
-
-def test_sigkill_then_resume_equals_uninterrupted_run(synth_corpus, tmp_path):
+def test_sigkill_then_resume_equals_uninterrupted_run(synth_corpus, tmp_path, kill_midway):
     manifest_path, manifest = synth_corpus
     ref = tmp_path / "ref.zarr"
     extract_clips(manifest, str(ref), ClipExtractConfig(protocol="uniform:2", workers=0, videos_per_block=2,
                                                         batch_size=3))
     args = ["extract", "clips", manifest_path, "-o", tmp_path / "s.zarr", "--protocol", "uniform:2",
             "--workers", "0", "--videos-per-block", "2", "--batch-size", "3"]
-    proc = subprocess.Popen([sys.executable, "-m", "vidcache", *map(str, args)], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
-    deadline = time.time() + 120
-    while _status_done(tmp_path / "s.zarr") < 4 and time.time() < deadline and proc.poll() is None:
-        time.sleep(0.02)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    done_at_kill = _status_done(tmp_path / "s.zarr")
+    done_at_kill = kill_midway(args, tmp_path / "s.zarr", min_done=4)
     assert 0 < done_at_kill < 16, "the kill must land mid-run"
     r = run_cli(*args)
     assert r.returncode == 0, r.stderr

@@ -1,0 +1,144 @@
+"""`vidcache extract codes`: videos -> k-means patch codes in a code store (ViDROP-style).
+
+The same block runner as `extract clips` (ownership, resume, failed videos, torchrun): decode
+workers select frames (`--fps`, `--max-frames`), resize the short side and centre-crop them to the
+codebook's size; the main process assigns every patch to its nearest centroid (faiss, on GPUs when
+there are some) and writes `codes/frames [V, T_max, size/p, size/p]` (uint16, or uint8 when K <= 256)
+plus `videos/num_code_frames`. Frames past a video's count are padding (zeros).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from vidcache.cache import ArraySpec
+from vidcache.config import check, field, to_dict
+from vidcache.extract.decode import BACKENDS, open_video
+from vidcache.extract.runner import DistInfo, Summary, init_distributed, resolve_device, run_extraction
+
+
+@dataclass
+class CodeExtractConfig:
+    """How to turn videos into patch codes. Fields marked hashed=False only change speed."""
+
+    codebook: str = field("", help="codebook file from `vidcache codec train` (.npz)")
+    fps: float | None = field(None, help="resample to this frame rate (default: the video's own)")
+    max_frames: int = field(64, help="frames kept per video (a centred window when the video is longer)")
+    workers: int = field(2, help="decode worker processes (0 = in the main process)", hashed=False)
+    device: str = field("auto", help="device of the nearest-centroid search: auto, cpu, cuda", hashed=False)
+    decode_timeout: float = field(300.0, help="seconds one video may take to decode", hashed=False)
+    decoder: str = field("auto", help="auto (decord, PyAV fallback), decord or pyav", hashed=False)
+    videos_per_block: int | None = field(None, help="videos per block (default: ~8 MB chunks)", hashed=False)
+
+    def validate(self) -> list[str]:
+        p = []
+        if not self.codebook:
+            p.append("codebook is required (train one with `vidcache codec train`)")
+        if self.fps is not None and self.fps <= 0:
+            p.append(f"fps must be > 0, got {self.fps}")
+        if self.max_frames < 1:
+            p.append(f"max_frames must be >= 1, got {self.max_frames}")
+        if self.workers < 0:
+            p.append(f"workers must be >= 0, got {self.workers}")
+        if self.decode_timeout <= 0:
+            p.append(f"decode_timeout must be > 0, got {self.decode_timeout}")
+        if self.decoder not in BACKENDS:
+            p.append(f"decoder must be one of {', '.join(BACKENDS)}, got {self.decoder!r}")
+        return p
+
+
+@dataclass
+class CodeStoreConfig:
+    """What a code store's config_hash covers: the codebook's content and the frame selection."""
+
+    codebook_digest: str
+    codec: dict
+    fps: float | None
+    max_frames: int
+
+
+class CodeWorker:
+    """Runs in a decode worker: one video -> its selected frames, resized and cropped (uint8)."""
+
+    def __init__(self, size: int, fps: float | None, max_frames: int, decoder: str):
+        self.size, self.fps, self.max_frames, self.decoder = size, fps, max_frames, decoder
+
+    def __call__(self, row: int, path: str) -> dict:
+        from vidcache.codec import preprocess_frames, select_frames
+
+        with open_video(path, backend=self.decoder) as video:
+            meta = {"num_frames": video.num_frames, "fps": video.fps, "height": video.height,
+                    "width": video.width}
+            idx = select_frames(video.num_frames, video.fps, self.fps, self.max_frames)
+            frames = preprocess_frames(video.get_frames(idx.tolist()), self.size)
+        return {"meta": meta, "frames": torch.from_numpy(np.ascontiguousarray(frames)), "num_clips": 0}
+
+
+class CodeJob:
+    kind = "codes"
+
+    def __init__(self, cfg: CodeExtractConfig, codebook):
+        self.cfg, self.codebook = cfg, codebook
+        self.grid = codebook.grid
+        self.T = int(cfg.max_frames)
+
+    def store_config(self) -> CodeStoreConfig:
+        digest = hashlib.sha256(np.ascontiguousarray(self.codebook.centroids).tobytes()).hexdigest()
+        return CodeStoreConfig(codebook_digest=digest, codec=self.codebook.full_config(), fps=self.cfg.fps,
+                               max_frames=self.T)
+
+    def arrays(self) -> dict[str, ArraySpec]:
+        # Codes compress well (neighbouring patches repeat), unlike embeddings: zstd on.
+        return {"codes/frames": ArraySpec((self.T, self.grid, self.grid), self.codebook.dtype.name, compress=True),
+                "videos/num_code_frames": ArraySpec((), "int32")}
+
+    def store_attrs(self) -> dict:
+        return {"run_config": to_dict(self.cfg), "codebook_file": self.cfg.codebook}
+
+    def init_store(self, store) -> None:
+        if "codes/codebook" not in store.group:
+            store.add_array("codes/codebook", self.codebook.centroids_255(),
+                            attrs=self.codebook.store_attrs(fps=self.cfg.fps, max_frames=self.T))
+
+    def worker_fn(self) -> CodeWorker:
+        return CodeWorker(self.codebook.size, self.cfg.fps, self.T, self.cfg.decoder)
+
+    def begin_block(self, start: int, stop: int) -> None:
+        self.start = start
+        self.codes = np.zeros((stop - start, self.T, self.grid, self.grid), self.codebook.dtype)
+        self.count = np.zeros(stop - start, np.int32)
+
+    def add(self, row: int, payload: dict | None) -> None:
+        if payload is None:
+            return
+        frames = payload["frames"].numpy()
+        codes = self.codebook.encode_frames(frames, preprocess=False)
+        self.codes[row - self.start, : len(codes)] = codes
+        self.count[row - self.start] = len(codes)
+
+    def end_block(self) -> dict[str, np.ndarray]:
+        return {"codes/frames": self.codes, "_meta": {"num_code_frames": self.count}}
+
+
+def extract_codes(manifest, out: str, cfg: CodeExtractConfig, *, overwrite: bool = False, progress=None,
+                  storage_options: dict | None = None, start_method: str | None = None) -> Summary:
+    """Encode every video of `manifest` into the code store at `out` (resumable, torchrun-aware)."""
+    from vidcache.codec import load_codebook
+
+    check(cfg, "extract codes config")
+    dist = DistInfo.from_env()
+    device = resolve_device(cfg.device, dist)
+    codebook = load_codebook(cfg.codebook, device=device.type)
+    created = init_distributed(dist, device)
+    try:
+        job = CodeJob(cfg, codebook)
+        return run_extraction(job, manifest, out, workers=cfg.workers, timeout_s=cfg.decode_timeout,
+                              overwrite=overwrite, videos_per_block=cfg.videos_per_block, progress=progress,
+                              dist=dist, storage_options=storage_options, start_method=start_method)
+    finally:
+        if created:
+            torch.distributed.destroy_process_group()
