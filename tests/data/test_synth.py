@@ -229,3 +229,14 @@ def test_trajectories_follow_their_class():
         d = np.array([i["cx"][1] - i["cx"][0], i["cy"][1] - i["cy"][0]])
         return np.hypot(*(np.mod(d + SIZE / 2, SIZE) - SIZE / 2))
     assert min(step(i) for i in fast) > 2 * max(step(i) for i in slow) > 0
+
+
+def test_long_videos_encode_and_keep_their_frame_count(tmp_path):
+    # The muxer once rejected B-frame timestamps from ~48 frames on; make sure long videos write.
+    import av
+
+    from vidcache.data.synth import SynthConfig, synthesize
+
+    m = synthesize(tmp_path / "c", SynthConfig(videos=2, classes=2, size=32, frames=64))
+    with av.open(m.paths[0]) as c:
+        assert sum(1 for _ in c.decode(video=0)) == 64

@@ -23,7 +23,6 @@ from __future__ import annotations
 import json
 import shutil
 from dataclasses import dataclass
-from fractions import Fraction
 from pathlib import Path
 from typing import Callable
 
@@ -289,14 +288,14 @@ def write_mp4(path: str | Path, video: np.ndarray, fps: int = 16, crf: int = 23)
     with av.open(str(tmp), mode="w", format="mp4") as out:
         stream = out.add_stream("libx264", rate=fps)
         stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
-        stream.time_base = Fraction(1, fps)
         # One thread: x264's frame threads make the bitstream depend on scheduling.
         stream.options = {"crf": str(crf), "preset": "medium", "threads": "1"}
         stream.codec_context.thread_count = 1
         for i in range(t):
             frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(video[i]), format="rgb24")
+            # pts in the encoder's time base (1/fps). Forcing the mp4 stream's time base to 1/fps
+            # as well makes the muxer reject B-frame timestamps from about 48 frames on.
             frame.pts = i
-            frame.time_base = stream.time_base
             out.mux(stream.encode(frame))
         out.mux(stream.encode(None))
     tmp.replace(path)
