@@ -75,9 +75,9 @@ class ProbeConfig:
 class TrainConfig(ProbeConfig):
     """The grid and the optimisation recipe shared by the linear, MLP and attentive probes."""
 
-    lrs: list = field(default_factory=lambda: [1e-4, 3e-4, 1e-3, 3e-3, 1e-2],
+    lrs: list = field(default_factory=lambda: [3e-4, 1e-3, 3e-3, 1e-2, 3e-2],
                       help="learning rates of the grid (one head per lr x wd)")
-    wds: list = field(default_factory=lambda: [1e-4, 1e-3, 1e-2, 1e-1],
+    wds: list = field(default_factory=lambda: [1e-3, 1e-2, 1e-1, 1.0],
                       help="weight decays of the grid (AdamW: decoupled; SGD: L2 added to the gradient)")
     optimizer: str = field("adamw", help="adamw or sgd")
     momentum: float = field(0.9, help="SGD momentum")
