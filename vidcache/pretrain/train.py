@@ -1,0 +1,456 @@
+"""`vidcache pretrain vjepa`: the training loop, checkpoints, resume, metrics, DDP.
+
+    cfg = PretrainConfig(codes="codes.zarr", out="run", model="vit_micro", steps=300, batch_size=8)
+    summary = pretrain(cfg)           # or: torchrun --nproc-per-node 2 -m vidcache pretrain vjepa ...
+
+Run directory:
+- `config.json`: the config of the run (written when it starts);
+- `ckpt_{step:06d}.pt`: checkpoints (step 0 = the random initialisation), written atomically and
+  loadable with `torch.load(weights_only=True)`; each is a `vidcache:` backbone (the target encoder);
+- `metrics.jsonl`: one record per logged step (step, loss, lr, wd, momentum, samples/s, frames/s);
+- `loss.png`: the loss curve, drawn when the run ends.
+
+Resume: a run whose directory holds checkpoints continues from the latest one: model, EMA target,
+predictor, optimiser, step and RNG state are restored, and the data order, augmentations and masks
+are functions of (seed, step), so the loss curve continues exactly where it stopped (bit-exact on
+CPU). Fields that change the result must match the checkpoint's config; those marked hashed=False
+(steps, device, workers, ...) may change between calls.
+
+DDP: under torchrun every rank builds the same model from the seed, reads the same code store and
+takes its interleaved share of each global batch; masks are drawn for the global batch and sliced,
+so N processes take the same steps as one process with the same global batch.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from vidcache.config import check, diff_fields, field, hashed_dict, save_json, to_dict
+from vidcache.errors import ConfigError, VidcacheError
+from vidcache.models.backbone import IMAGENET_MEAN, IMAGENET_STD
+from vidcache.models.checkpoint import load_checkpoint, make_checkpoint, save_checkpoint_atomic
+from vidcache.models.vit import VIT_SIZES
+from vidcache.pretrain.loader import (
+    ClipDecoder,
+    ClipSampling,
+    CodeClipDataset,
+    CodeSource,
+    Mp4ClipDataset,
+    PixelDecoder,
+    StreamSampler,
+    check_sampling,
+    make_loader,
+    out_grid_for,
+)
+from vidcache.pretrain.masks import MaskSpec, MultiBlockMasks
+from vidcache.pretrain.vjepa import VJEPA, build_vjepa, cosine, linear, param_groups, warmup_cosine
+
+CKPT_RE = re.compile(r"^ckpt_(\d{6,})\.pt$")
+LOADERS = ("codes", "mp4")
+DTYPES = ("auto", "fp32", "bf16")
+
+
+@dataclass
+class PretrainConfig:
+    """A V-JEPA pretraining run. Fields marked hashed=False may change when a run is resumed."""
+
+    codes: str = field("", help="code store from `vidcache extract codes`", hashed=False)
+    out: str = field("", help="run directory (checkpoints, metrics, config)", hashed=False)
+    model: str = field("vit_small", help=f"encoder size: {', '.join(VIT_SIZES)}")
+    split: str | None = field("train", help="store split to train on (None = every done video)")
+    num_frames: int = field(16, help="frames per clip")
+    frame_stride: int = field(4, help="stride between the clip's frames (in code frames)")
+    patch_size: int = field(16, help="ViT patch side in pixels")
+    tubelet_size: int = field(2, help="frames per ViT tubelet")
+    crop_size: int | None = field(None, help="clip side in pixels (a multiple of the code patch; default: the store's)")
+    crop_scale: tuple[float, float] = field((0.3, 1.0), help="random crop area as a fraction of the frame")
+    crop_aspect: tuple[float, float] = field((0.75, 1.35), help="random crop aspect ratio range")
+    flip: bool = field(True, help="random horizontal flips")
+    pred_depth: int = field(12, help="predictor blocks")
+    pred_dim: int = field(384, help="predictor width")
+    mask_blocks: tuple[int, ...] = field((8, 2), help="blocks per mask, one entry per mask kind")
+    mask_scales: tuple[float, ...] = field((0.15, 0.7), help="spatial scale of one block, per mask kind")
+    mask_aspect: tuple[float, float] = field((0.75, 1.5), help="block aspect-ratio range")
+    steps: int = field(1000, help="total optimiser steps", hashed=False)
+    batch_size: int = field(32, help="global batch (split evenly over the ranks)")
+    lr: float = field(6.25e-4, help="peak learning rate")
+    start_lr: float = field(2e-4, help="learning rate at step 0 (linear warm-up to lr)")
+    final_lr: float = field(1e-6, help="learning rate at the end of the cosine")
+    warmup: float = field(0.15, help="warm-up length as a fraction of the steps")
+    weight_decay: float = field(0.04, help="weight decay at step 0")
+    final_weight_decay: float = field(0.4, help="weight decay at the end (cosine)")
+    ema: tuple[float, float] = field((0.998, 1.0), help="EMA momentum at the start and the end (linear)")
+    schedule_scale: float = field(1.25, help="schedules run as if training were this much longer "
+                                             "(V-JEPA truncates the last 20%)")
+    betas: tuple[float, float] = field((0.9, 0.999), help="AdamW betas")
+    clip_grad: float | None = field(10.0, help="gradient-norm clip (None = off)")
+    seed: int = field(0, help="seed of the initialisation, data order, augmentations and masks")
+    loader: str = field("codes", help="codes (decode codes on the device) or mp4 (decode the videos)")
+    dtype: str = field("auto", help="autocast: auto (bf16 on GPU, fp32 on CPU), fp32 or bf16", hashed=False)
+    device: str = field("auto", help="auto, cpu, cuda or cuda:N", hashed=False)
+    workers: int = field(2, help="DataLoader worker processes per rank", hashed=False)
+    checkpoint_every: int = field(500, help="steps between checkpoints", hashed=False)
+    log_every: int = field(10, help="steps between metrics records", hashed=False)
+    stop_at: int | None = field(None, help="end this call at this step (a checkpoint is written); rerun to resume",
+                                hashed=False)
+    resume: bool = field(True, help="continue from the latest checkpoint in `out`", hashed=False)
+
+    def validate(self) -> list[str]:
+        p = []
+        if not self.codes:
+            p.append("codes is required (a code store from `vidcache extract codes`)")
+        if not self.out:
+            p.append("out is required (the run directory)")
+        if self.model not in VIT_SIZES:
+            p.append(f"model must be one of {', '.join(VIT_SIZES)}, got {self.model!r}")
+        for name in ("num_frames", "frame_stride", "patch_size", "tubelet_size", "pred_depth", "pred_dim", "steps",
+                     "batch_size", "checkpoint_every", "log_every"):
+            if getattr(self, name) < 1:
+                p.append(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.tubelet_size >= 1 and self.num_frames % self.tubelet_size:
+            p.append(f"num_frames {self.num_frames} is not a multiple of tubelet_size {self.tubelet_size}")
+        if self.num_frames < 2:
+            p.append("num_frames must be >= 2 (a video encoder)")
+        if self.crop_size is not None and self.crop_size < 1:
+            p.append(f"crop_size must be >= 1, got {self.crop_size}")
+        for name in ("crop_scale", "crop_aspect", "mask_aspect", "ema", "betas"):
+            v = getattr(self, name)
+            if len(v) != 2 or not 0 <= v[0] <= v[1]:
+                p.append(f"{name} must be a range (lo, hi) with 0 <= lo <= hi, got {v}")
+        if not 0 < self.crop_scale[0] <= self.crop_scale[1] <= 1:
+            p.append(f"crop_scale must lie in (0, 1], got {self.crop_scale}")
+        if self.ema[1] > 1:
+            p.append(f"ema momentum must be at most 1, got {self.ema}")
+        if len(self.mask_blocks) != len(self.mask_scales) or not self.mask_blocks:
+            p.append(f"mask_blocks {self.mask_blocks} and mask_scales {self.mask_scales} need one entry per mask kind")
+        if any(b < 1 for b in self.mask_blocks) or any(not 0 < s <= 1 for s in self.mask_scales):
+            p.append("mask_blocks must be >= 1 and mask_scales in (0, 1]")
+        if self.pred_dim % 2 or (self.pred_dim // 2) % 2:
+            p.append(f"pred_dim must be a multiple of 4 (sin-cos positions), got {self.pred_dim}")
+        for name in ("lr", "start_lr", "final_lr", "weight_decay", "final_weight_decay"):
+            if getattr(self, name) < 0:
+                p.append(f"{name} must be >= 0, got {getattr(self, name)}")
+        if not 0 <= self.warmup < 1:
+            p.append(f"warmup must be a fraction in [0, 1), got {self.warmup}")
+        if self.schedule_scale < 1:
+            p.append(f"schedule_scale must be >= 1, got {self.schedule_scale}")
+        if self.clip_grad is not None and self.clip_grad <= 0:
+            p.append(f"clip_grad must be > 0 or None, got {self.clip_grad}")
+        if self.loader not in LOADERS:
+            p.append(f"loader must be one of {', '.join(LOADERS)}, got {self.loader!r}")
+        if self.dtype not in DTYPES:
+            p.append(f"dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
+        if self.workers < 0:
+            p.append(f"workers must be >= 0, got {self.workers}")
+        if self.stop_at is not None and self.stop_at < 1:
+            p.append(f"stop_at must be >= 1, got {self.stop_at}")
+        return p
+
+    def mask_specs(self) -> list[MaskSpec]:
+        return [MaskSpec(int(b), (float(s), float(s)), (1.0, 1.0), tuple(self.mask_aspect))
+                for b, s in zip(self.mask_blocks, self.mask_scales)]
+
+
+# ----------------------------------------------------------------------------- run directory
+
+def checkpoint_path(out: str | Path, step: int) -> Path:
+    return Path(out) / f"ckpt_{step:06d}.pt"
+
+
+def list_checkpoints(out: str | Path) -> list[tuple[int, Path]]:
+    """(step, path) of every checkpoint in a run directory, oldest first."""
+    out = Path(out)
+    if not out.is_dir():
+        return []
+    found = [(int(m.group(1)), p) for p in out.iterdir() if (m := CKPT_RE.match(p.name))]
+    return sorted(found)
+
+
+def latest_checkpoint(out: str | Path) -> Path | None:
+    ckpts = list_checkpoints(out)
+    return ckpts[-1][1] if ckpts else None
+
+
+def _schedules(cfg: PretrainConfig, step: int) -> tuple[float, float, float]:
+    """(lr, weight decay, EMA momentum) for a step."""
+    total = int(round(cfg.steps * cfg.schedule_scale))
+    lr = warmup_cosine(step, warmup=int(round(cfg.warmup * cfg.steps)), total=total, start=cfg.start_lr,
+                       peak=cfg.lr, final=cfg.final_lr)
+    wd = cosine(step, total=total, start=cfg.weight_decay, final=cfg.final_weight_decay)
+    momentum = linear(step, total=total, start=cfg.ema[0], final=cfg.ema[1])
+    return lr, wd, momentum
+
+
+def _mask_generator(seed: int, step: int) -> torch.Generator:
+    state = np.random.SeedSequence([int(seed), 2, int(step)]).generate_state(1, dtype=np.uint64)[0]
+    return torch.Generator().manual_seed(int(state))
+
+
+def _rng_state() -> dict:
+    state = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _check_compatible(cfg: PretrainConfig, saved: dict, path: Path) -> None:
+    mine = hashed_dict(cfg)
+    theirs = {k: saved.get(k, "<missing>") for k in mine}
+    diffs = diff_fields(json.loads(json.dumps(mine)), json.loads(json.dumps(theirs)))
+    if diffs:
+        raise ConfigError([f"{path.name} was trained with other settings: {', '.join(diffs)}; "
+                           "use the same options, or another run directory (or resume=False with an empty one)"],
+                          "pretrain resume")
+
+
+def _write_loss_png(metrics: Path, png: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
+    if not rows:
+        return
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    ax.plot([r["step"] for r in rows], [r["loss"] for r in rows], lw=1.2)
+    ax.set_xlabel("step")
+    ax.set_ylabel("V-JEPA loss (L1)")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    tmp = png.with_name(png.name + ".tmp.png")
+    fig.savefig(tmp, dpi=100)
+    plt.close(fig)
+    tmp.replace(png)
+
+
+def _truncate_metrics(path: Path, step: int) -> None:
+    """Drop records past `step` (written after the checkpoint a resumed run starts from)."""
+    if not path.is_file():
+        return
+    keep = [line for line in path.read_text().splitlines() if line.strip() and json.loads(line)["step"] <= step]
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text("".join(line + "\n" for line in keep))
+    tmp.replace(path)
+
+
+# ----------------------------------------------------------------------------- the loop
+
+class Trainer:
+    """One rank's state: model, optimiser, data, masks. `pretrain` drives it; tests use it directly."""
+
+    def __init__(self, cfg: PretrainConfig, device: torch.device, rank: int = 0, world: int = 1):
+        self.cfg, self.device, self.rank, self.world = cfg, device, rank, world
+        if cfg.batch_size % world:
+            raise ConfigError([f"batch_size {cfg.batch_size} is not divisible by the {world} ranks"], "pretrain config")
+        self.local_batch = cfg.batch_size // world
+        self.source = CodeSource.from_store(cfg.codes, cfg.split)
+        out_grid = out_grid_for(self.source, cfg.crop_size)
+        problems = check_sampling(self.source, out_grid, cfg.patch_size)
+        if problems:
+            raise ConfigError(problems, "pretrain config")
+        self.image_size = out_grid * self.source.patch
+        self.sampling = ClipSampling(cfg.num_frames, cfg.frame_stride, out_grid, cfg.crop_scale, cfg.crop_aspect,
+                                     cfg.flip, cfg.seed)
+        try:
+            self.model: VJEPA = build_vjepa(cfg.model, img_size=self.image_size, num_frames=cfg.num_frames,
+                                            patch_size=cfg.patch_size, tubelet_size=cfg.tubelet_size,
+                                            pred_depth=cfg.pred_depth, pred_dim=cfg.pred_dim,
+                                            num_mask_tokens=len(cfg.mask_blocks), seed=cfg.seed).to(device)
+        except ValueError as err:
+            raise ConfigError([str(err)], "pretrain config") from err
+        enc = self.model.encoder
+        self.masker = MultiBlockMasks(enc.grid_depth, enc.grid_size, enc.grid_size, cfg.mask_specs())
+        self.optimizer = torch.optim.AdamW(param_groups(self.model), lr=cfg.start_lr, betas=tuple(cfg.betas))
+        self.mean, self.std = IMAGENET_MEAN, IMAGENET_STD
+        if cfg.loader == "codes":
+            self.decoder = ClipDecoder(self.source.centroids, self.source.patch, self.mean, self.std).to(device)
+        else:
+            self.decoder = PixelDecoder(self.mean, self.std).to(device)
+        self.step = 0
+        self.ddp = self.model
+        if world > 1:
+            from torch.nn.parallel import DistributedDataParallel
+
+            self.ddp = DistributedDataParallel(self.model, device_ids=[device.index] if device.type == "cuda" else None)
+        use_bf16 = cfg.dtype == "bf16" or (cfg.dtype == "auto" and device.type == "cuda")
+        self.autocast_dtype = torch.bfloat16 if use_bf16 else None
+
+    # -- data
+    def loader(self, workers: int | None = None):
+        sampler = StreamSampler(len(self.source), self.local_batch, self.rank, self.world, self.cfg.seed,
+                                start_step=self.step)
+        ds = CodeClipDataset(self.source, self.sampling) if self.cfg.loader == "codes" else \
+            Mp4ClipDataset(self.source, self.sampling)
+        workers = self.cfg.workers if workers is None else workers
+        return make_loader(ds, sampler, workers, pin_memory=self.device.type == "cuda")
+
+    def masks(self, step: int) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        enc, pred = self.masker(self.cfg.batch_size, _mask_generator(self.cfg.seed, step))
+        take = slice(self.rank, None, self.world)
+        return ([m[take].to(self.device) for m in enc], [m[take].to(self.device) for m in pred])
+
+    # -- one step
+    def train_step(self, batch: dict) -> dict:
+        cfg = self.cfg
+        lr, wd, momentum = _schedules(cfg, self.step)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+            group["weight_decay"] = wd if group.get("apply_wd", True) else 0.0
+        video = self.decoder(batch["codes"] if "codes" in batch else batch["pixels"], batch["flip"])
+        masks_enc, masks_pred = self.masks(self.step)
+        self.ddp.train()
+        with torch.autocast(self.device.type, dtype=self.autocast_dtype or torch.float32,
+                            enabled=self.autocast_dtype is not None):
+            loss = self.ddp(video, masks_enc, masks_pred)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if cfg.clip_grad is not None:
+            torch.nn.utils.clip_grad_norm_([p for p in self.model.parameters() if p.requires_grad], cfg.clip_grad)
+        self.optimizer.step()
+        self.model.update_target(momentum)
+        self.step += 1
+        return {"loss": loss.detach(), "lr": lr, "wd": wd, "momentum": momentum}
+
+    # -- checkpoints
+    def state(self) -> dict:
+        m = self.model
+        enc = m.encoder
+        preprocess = {"mean": list(self.mean), "std": list(self.std), "frame_stride": self.cfg.frame_stride,
+                      "num_frames": self.cfg.num_frames, "image_size": self.image_size}
+        return make_checkpoint(enc.config, m.target_encoder.state_dict(), encoder=enc.state_dict(), step=self.step,
+                               preprocess=preprocess, predictor=m.predictor.state_dict(),
+                               predictor_config=dict(m.predictor.config), optimizer=self.optimizer.state_dict(),
+                               rng=_rng_state(), config=to_dict(self.cfg),
+                               code_store={"patch": self.source.patch, "grid": self.source.grid})
+
+    def load_state(self, ckpt: dict, path: Path) -> None:
+        _check_compatible(self.cfg, ckpt.get("config") or {}, path)
+        m = self.model
+        m.encoder.load_state_dict(ckpt["encoder"])
+        m.target_encoder.load_state_dict(ckpt["target_encoder"])
+        m.predictor.load_state_dict(ckpt["predictor"])
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        _set_rng_state(ckpt["rng"])
+        self.step = int(ckpt["step"])
+
+    def save(self, out: Path) -> Path:
+        return save_checkpoint_atomic(self.state(), checkpoint_path(out, self.step))
+
+
+def _init_dist(device: torch.device) -> tuple[int, int, bool]:
+    from vidcache.extract.runner import DistInfo
+
+    dist = DistInfo.from_env()
+    if not dist.distributed:
+        return 0, 1, False
+    created = False
+    if not torch.distributed.is_initialized():
+        torch.distributed.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+        created = True
+    return torch.distributed.get_rank(), torch.distributed.get_world_size(), created
+
+
+def _barrier(world: int) -> None:
+    if world > 1:
+        torch.distributed.barrier()
+
+
+def pretrain(cfg: PretrainConfig, progress: Callable[[int, int, dict], None] | None = None) -> dict:
+    """Train (or resume) a V-JEPA encoder from a code store; returns a summary of the run.
+
+    `progress(step, steps, record)` is called on rank 0 after each logged step.
+    """
+    from vidcache.extract.runner import DistInfo, resolve_device
+
+    check(cfg, "pretrain config")
+    device = resolve_device(cfg.device, DistInfo.from_env())
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    rank, world, created = _init_dist(device)
+    try:
+        return _run(cfg, device, rank, world, progress)
+    finally:
+        if created:
+            torch.distributed.destroy_process_group()
+
+
+def _run(cfg: PretrainConfig, device: torch.device, rank: int, world: int, progress) -> dict:
+    out = Path(cfg.out)
+    trainer = Trainer(cfg, device, rank, world)
+    metrics_path = out / "metrics.jsonl"
+    latest = latest_checkpoint(out) if cfg.resume else None
+    resumed_from = None
+    if latest is not None:
+        trainer.load_state(load_checkpoint(latest), latest)
+        resumed_from = str(latest)
+    elif list_checkpoints(out):
+        raise VidcacheError(f"{out} already holds checkpoints; resume (the default) or use an empty run directory")
+    if rank == 0:
+        out.mkdir(parents=True, exist_ok=True)
+        save_json(cfg, out / "config.json")
+        if resumed_from is None:
+            metrics_path.unlink(missing_ok=True)
+            trainer.save(out)  # step 0: the random initialisation, a baseline for evaluation
+        else:
+            _truncate_metrics(metrics_path, trainer.step)
+    _barrier(world)
+
+    end = cfg.steps if cfg.stop_at is None else min(cfg.steps, cfg.stop_at)
+    start_step = trainer.step
+    losses: list[float] = []
+    t0 = time.perf_counter()
+    t_log, steps_since = t0, 0
+    clip_frames = cfg.batch_size * cfg.num_frames
+    if trainer.step < end:
+        it = iter(trainer.loader())
+        try:
+            while trainer.step < end:
+                rec = trainer.train_step(next(it))
+                steps_since += 1
+                step = trainer.step
+                if step % cfg.log_every == 0 or step == end:
+                    loss = rec["loss"].float()
+                    if world > 1:
+                        torch.distributed.all_reduce(loss)
+                        loss = loss / world
+                    now = time.perf_counter()
+                    rate = steps_since / max(now - t_log, 1e-9)
+                    record = {"step": step, "loss": float(loss), "lr": rec["lr"], "wd": rec["wd"],
+                              "momentum": rec["momentum"], "samples_per_s": rate * cfg.batch_size,
+                              "frames_per_s": rate * clip_frames, "time": now - t0}
+                    t_log, steps_since = now, 0
+                    losses.append(record["loss"])
+                    if rank == 0:
+                        with open(metrics_path, "a") as f:
+                            f.write(json.dumps(record) + "\n")
+                        if progress is not None:
+                            progress(step, cfg.steps, record)
+                if step % cfg.checkpoint_every == 0 or step == end:
+                    if rank == 0:
+                        trainer.save(out)
+                    _barrier(world)
+        finally:
+            del it  # stop DataLoader workers before the process group goes away
+    seconds = time.perf_counter() - t0
+    if rank == 0 and metrics_path.is_file():
+        _write_loss_png(metrics_path, out / "loss.png")
+    done = trainer.step - start_step
+    return {"out": str(out), "step": trainer.step, "steps": cfg.steps, "resumed_from": resumed_from,
+            "last_loss": losses[-1] if losses else None, "seconds": seconds,
+            "steps_per_s": done / max(seconds, 1e-9), "world": world, "device": str(device),
+            "checkpoint": str(checkpoint_path(out, trainer.step)), "image_size": trainer.image_size}
