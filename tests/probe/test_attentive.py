@@ -6,7 +6,6 @@ import torch
 import torch.nn.functional as F
 
 from vidcache.probe.attentive import AttentiveClassifier, AttentiveConfig, AttentiveHead, AttentiveProbe
-from vidcache.probe.data import ProbeData
 
 D, H, K = 16, 4, 5
 

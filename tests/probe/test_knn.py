@@ -1,7 +1,6 @@
 import numpy as np
 import pytest
 
-from vidcache.probe.data import ProbeData
 from vidcache.probe.knn import KNNConfig, KNNProbe, knn_scores, l2_normalize
 
 

@@ -136,16 +136,18 @@ def run_probe(name: str, store_or_data: Any, out_dir: str | Path | None, cfg: An
             if data["test"] is not None:
                 p.evaluate(data["test"], "test")
             runs.append({"seed": seed, "num_train": len(train), "selected": p.selected(),
+                         "fit_s": p.info.get("fit_seconds"),
                          "val": _short(p.metrics["val"]), "test": _short(p.metrics.get("test", {}))})
             probe = probe or p
     finally:
         if own_progress:
             progress.stop()
 
-    extra = {**meta, "skipped": skipped, "warnings": warnings, "classes": classes,
+    extra = {**meta, "skipped": skipped, "warnings": warnings,
              "timings": {"load_s": load_s, "total_s": time.perf_counter() - t0,
-                         "fit_s": [probe.info.get("fit_seconds")]}}
-    extra.pop("classes") if not classes else None
+                         "fit_s": [r.get("fit_s") for r in runs]}}
+    if classes:
+        extra["classes"] = classes
     if cfg.lowshot:
         extra["runs"] = runs
         extra["lowshot"] = {"shots": cfg.shots, "fraction": cfg.fraction, "repeats": cfg.repeats}
