@@ -1,0 +1,120 @@
+"""Clips from codes: decoding equals CodeDecoder on the stored codes, crops on codes equal pixel crops."""
+
+import numpy as np
+import pytest
+import torch
+
+from vidcache.cache import Store
+from vidcache.codec import CodeDecoder, preprocess_frames, select_frames
+from vidcache.extract.decode import open_video
+from vidcache.models.backbone import IMAGENET_MEAN, IMAGENET_STD
+from vidcache.pretrain.loader import (
+    ClipDecoder,
+    ClipSampling,
+    CodeClipDataset,
+    CodeSource,
+    Mp4ClipDataset,
+    StreamSampler,
+    collate,
+    crop_codes,
+    make_loader,
+)
+
+
+@pytest.fixture(scope="module")
+def source(code_store):
+    return CodeSource.from_store(code_store[0], split=None)
+
+
+def _decoded_full(cb, codes):
+    """Reference decode of codes [T, g, g]: CodeDecoder in 0..255 -> [T, H, W, 3]."""
+    x = CodeDecoder(cb)(torch.from_numpy(codes.astype(np.int64))[None])
+    return x[0].permute(1, 2, 3, 0)
+
+
+def test_batch_from_codes_equals_code_decoder_on_stored_codes(code_store, source):
+    url, cb = code_store
+    sampling = ClipSampling(length=4, stride=3, out_grid=source.grid, crop_scale=(1.0, 1.0), crop_aspect=(1.0, 1.0),
+                            flip=False, seed=5)
+    ds = CodeClipDataset(source, sampling)
+    keys = [(i, 100 + i) for i in (0, 3, 7)]
+    batch = collate([ds[k] for k in keys])
+    video = ClipDecoder(source.centroids, source.patch, IMAGENET_MEAN, IMAGENET_STD)(batch["codes"], batch["flip"])
+    assert video.shape == (3, 3, 4, 32, 32)
+    stored = Store.open(url, kind="codes").group["codes/frames"]
+    ref_dec = CodeDecoder(cb, mean=IMAGENET_MEAN, std=IMAGENET_STD)
+    for b, (i, pos) in enumerate(keys):
+        frames, _, _ = sampling(int(source.num_code_frames[i]), source.grid, pos)
+        assert np.all(np.diff(frames) == 3)
+        ref = ref_dec(torch.from_numpy(stored[int(source.rows[i])][frames].astype(np.int64))[None])[0]
+        torch.testing.assert_close(video[b], ref, rtol=0, atol=1e-5)
+
+
+def test_crop_and_flip_on_codes_equal_cropping_decoded_pixels(code_store, source):
+    _, cb = code_store
+    p = source.patch
+    codes = source.codes[2, :3]  # [3, 8, 8]
+    full = _decoded_full(cb, codes)  # [3, 32, 32, 3]
+    dec = ClipDecoder(source.centroids, p, (0, 0, 0), (1 / 255, 1 / 255, 1 / 255))  # output in 0..255
+    # A crop of the output size is a plain crop of the decoded frames.
+    box = (1, 2, 5, 5)
+    cropped = crop_codes(codes, box, out=5)
+    got = dec(torch.from_numpy(cropped)[None], torch.tensor([False]))[0].permute(1, 2, 3, 0)
+    torch.testing.assert_close(got, full[:, 4:24, 8:28], rtol=0, atol=1e-3)
+    # Flipped: the same crop mirrored left-right, pixel for pixel.
+    flipped = crop_codes(codes, box, out=5, flip=True)
+    got = dec(torch.from_numpy(flipped)[None], torch.tensor([True]))[0].permute(1, 2, 3, 0)
+    torch.testing.assert_close(got, full[:, 4:24, 8:28].flip(2), rtol=0, atol=1e-3)
+    # A 3 x 6 box stretched to 6 x 6 cells repeats whole tiles (nearest cell): row cells 0,0,1,1,2,2.
+    got = dec(torch.from_numpy(crop_codes(codes, (0, 1, 3, 6), out=6))[None], torch.tensor([False]))[0]
+    rows = np.concatenate([np.arange(c * p, c * p + p) for c in (0, 0, 1, 1, 2, 2)])
+    cols = np.concatenate([np.arange(c * p, c * p + p) for c in range(1, 7)])
+    torch.testing.assert_close(got.permute(1, 2, 3, 0), full[:, rows][:, :, cols], rtol=0, atol=1e-3)
+
+
+def test_mp4_clips_match_the_same_frames_decoded_from_the_videos(source):
+    sampling = ClipSampling(length=4, stride=2, out_grid=source.grid, crop_scale=(1.0, 1.0), crop_aspect=(1.0, 1.0),
+                            flip=False, seed=1)
+    item = Mp4ClipDataset(source, sampling)[(5, 42)]
+    frames, _, _ = sampling(int(source.num_code_frames[5]), source.grid, 42)
+    with open_video(source.paths[5]) as v:
+        idx = select_frames(v.num_frames, v.fps, None, 16)[frames]
+        ref = preprocess_frames(v.get_frames(idx.tolist()), 32)
+    assert item["pixels"].dtype == np.uint8 and item["index"] == 5 and not item["flip"]
+    np.testing.assert_array_equal(item["pixels"], ref)
+    # With crops and flips on, the mp4 clip has the output size and the codes clip's flip.
+    sampling = ClipSampling(length=4, stride=2, out_grid=6, seed=1)
+    mp4, codes = Mp4ClipDataset(source, sampling)[(5, 43)], CodeClipDataset(source, sampling)[(5, 43)]
+    assert mp4["pixels"].shape == (4, 24, 24, 3) and codes["codes"].shape == (4, 6, 6)
+    assert mp4["flip"] == codes["flip"]
+
+
+def test_stream_is_shared_by_ranks_and_resumable():
+    one = StreamSampler(10, local_batch=6, seed=3)
+    two = [StreamSampler(10, local_batch=3, rank=r, world=2, seed=3) for r in range(2)]
+    it1, it2 = iter(one), [iter(s) for s in two]
+    for _ in range(5):  # 5 steps of 6 = 3 epochs of 10 videos
+        global_keys = [next(it1) for _ in range(6)]
+        rank_keys = [[next(it) for _ in range(3)] for it in it2]
+        assert sorted(global_keys) == sorted(rank_keys[0] + rank_keys[1])
+        assert [k[1] for k in rank_keys[0]] == [k[1] for k in global_keys[0::2]]
+    it = iter(StreamSampler(10, 6, seed=3))
+    keys = [next(it) for _ in range(30)]
+    assert sorted(k[0] for k in keys[:10]) == list(range(10))  # each epoch is a permutation
+    resumed = iter(StreamSampler(10, 6, seed=3, start_step=2))
+    assert [next(resumed) for _ in range(18)] == keys[12:30]
+
+
+def test_loader_is_deterministic_with_worker_processes(source):
+    sampling = ClipSampling(length=4, stride=2, out_grid=6, seed=7)
+    ds = CodeClipDataset(source, sampling)
+
+    def batches(workers):
+        it = iter(make_loader(ds, StreamSampler(len(source), 4, seed=7), workers=workers))
+        return [next(it) for _ in range(3)]
+
+    a, b = batches(0), batches(2)
+    for x, y in zip(a, b):
+        assert torch.equal(x["codes"], y["codes"]) and torch.equal(x["flip"], y["flip"])
+        assert x["codes"].shape == (4, 4, 6, 6)
+    assert not torch.equal(a[0]["codes"], a[1]["codes"])
