@@ -56,6 +56,11 @@ def _root(version: bool = typer.Option(False, "--version", callback=_version, is
 
 
 # ----------------------------------------------------------------------------------------------- helpers
+def progress_columns() -> list:
+    return [TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+            TextColumn("ETA"), TimeRemainingColumn()]
+
+
 @contextlib.contextmanager
 def progress_bar(description: str, total: int | None = None, unit: str = "videos") -> Iterator[Callable]:
     """A rich progress bar with rate and ETA; yields `update(done, total=None, **fields)`."""
@@ -86,6 +91,67 @@ def _exists(path: Path, what: str) -> Path:
 
 def _print_json(obj) -> None:
     out.print_json(json.dumps(obj, default=str))
+
+
+def config_command(sub: typer.Typer, name: str, config_cls: type, run: Callable, *, params: list, help: str,
+                   skip: tuple = ()) -> None:
+    """Register a command whose options are the fields of a config dataclass.
+
+    Each field becomes `--field-name` with the field's default and help text (lists as comma lists,
+    booleans as --x/--no-x), so a config gains a CLI option the day it gains a field. `params` are
+    the command's own arguments (typer Parameters); `run(cfg_kwargs, **own)` does the work.
+    """
+    import dataclasses
+    import inspect
+
+    fields = {f.name: f for f in dataclasses.fields(config_cls) if f.name not in skip}
+    options = []
+    for f in fields.values():
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        flag = "--" + f.name.replace("_", "-")
+        text = f.metadata.get("help", "")
+        if isinstance(default, bool):
+            ann, opt = bool, typer.Option(default, f"{flag}/--no-{f.name.replace('_', '-')}", help=text)
+        elif isinstance(default, (list, tuple)):
+            ann, opt = str, typer.Option(",".join(map(str, default)), flag, help=f"{text} (comma list)")
+        elif isinstance(default, (int, float, str)):
+            ann, opt = type(default), typer.Option(default, flag, help=text)
+        else:  # None or a dict: given as JSON or a plain string
+            ann, opt = Optional[str], typer.Option(None, flag, help=f"{text} (JSON)")
+        options.append(inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=opt, annotation=ann))
+
+    def command(**kwargs):
+        own = {p.name: kwargs.pop(p.name) for p in params}
+        cfg = {}
+        for key, value in kwargs.items():
+            default = fields[key].default if fields[key].default is not dataclasses.MISSING \
+                else fields[key].default_factory()
+            if isinstance(default, (list, tuple)) and isinstance(value, str):
+                value = [_parse_value(v) for v in value.split(",") if v.strip()]
+            elif value is not None and not isinstance(default, (bool, int, float, str)):
+                value = _parse_value(value)
+            elif value is None:
+                continue
+            cfg[key] = value
+        run(cfg, **own)
+
+    command.__signature__ = inspect.Signature(params + options)
+    command.__doc__ = help
+    command.__name__ = name.replace("-", "_")
+    sub.command(name)(command)
+
+
+def _parse_value(text: str):
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text.strip()
+
+
+def _param(name: str, annotation, default) -> "inspect.Parameter":
+    import inspect
+
+    return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=annotation)
 
 
 # ----------------------------------------------------------------------------------------------- data
@@ -384,6 +450,89 @@ def cache_export(store: str = typer.Argument(..., help="store path or URL"),
         raise typer.BadParameter(f"unknown --format {format!r}; supported: h5")
     path = _open_store(store).export_h5(output)
     out.print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB)")
+
+
+# ----------------------------------------------------------------------------------------------- probe
+def _probe_runner(name: str) -> Callable:
+    def run(cfg: dict, store: str, output: Path) -> None:
+        import logging
+
+        from rich.logging import RichHandler
+        from rich.progress import Progress
+
+        from vidcache.probe.report import grid_table, results_table
+        from vidcache.probe.run import make_config, run_probe
+
+        logging.getLogger("vidcache").addHandler(RichHandler(console=console, show_time=False, show_path=False))
+        config = make_config(name, **cfg)
+        with Progress(*progress_columns(), console=console, disable=not (console.is_terminal or _force_progress())) as bar:
+            res = run_probe(name, store, output, config, progress=bar)
+        out.print(results_table(res, title=f"{name} probe on {store}"))
+        if res.get("grid"):
+            out.print(grid_table(res))
+        out.print(f"results: {Path(output) / 'results.json'}")
+    return run
+
+
+PROBE_HELP = {
+    "linear": "A grid of linear heads (lr x wd) trained in one pass, selected on val, reported on test.",
+    "attentive": "V-JEPA's attentive probe (cross-attention pooling of stored tokens + linear head).",
+    "knn": "DINO's weighted kNN vote on l2-normalised embeddings, every k from one faiss search.",
+    "mlp": "An MLP head grid (SCALE's nonlinear baseline), same training and selection as linear.",
+}
+
+
+def _register_probes() -> None:
+    from vidcache.probe.run import PROBES
+
+    for name, cls in PROBES.items():
+        config_command(probe_app, name, cls.Config, _probe_runner(name), params=[
+            _param("store", str, typer.Argument(..., help="clip store (path or URL)")),
+            _param("output", Path, typer.Option(..., "-o", "--output", help="results folder")),
+        ], help=f"{PROBE_HELP.get(name, name)} Library: `vidcache.probe.run_probe('{name}', ...)`.")
+
+
+# ----------------------------------------------------------------------------------------------- scale
+def _register_scale() -> None:
+    from vidcache.scale.config import ScaleConfig
+    from vidcache.scale.evaluate import ScaleEvalConfig
+
+    def train(cfg: dict, store: str, output: Path, overwrite: bool) -> None:
+        from vidcache.config import from_dict
+        from vidcache.scale.train import train_from_store
+
+        config = from_dict(ScaleConfig, cfg, "scale config")
+        with progress_bar("SCALE training", config.epochs, unit="epochs") as update:
+            train_from_store(store, output, config, overwrite=overwrite,
+                             progress=lambda epoch, m: update(epoch, rate=f"loss {m.get('loss', float('nan')):.3f}"))
+        out.print(f"SCALE run in {output} (model.pt, config.json, metrics.jsonl)")
+
+    def evaluate(cfg: dict, run: Path, train_store: str, eval_store: str, output: Optional[Path]) -> None:
+        from vidcache.config import from_dict
+        from vidcache.scale.evaluate import evaluate_run, results_table
+
+        config = from_dict(ScaleEvalConfig, cfg, "scale eval config")
+        summary = evaluate_run(_exists(run, "SCALE run"), train_store, eval_store, output, config,
+                               progress=lambda row, res: console.print(f"  {row} done"))
+        out.print(results_table(summary))
+
+    config_command(scale_app, "train", ScaleConfig, train, params=[
+        _param("store", str, typer.Argument(..., help="clip store with many clips per video (random:16:SEED)")),
+        _param("output", Path, typer.Option(..., "-o", "--output", help="run folder")),
+        _param("overwrite", bool, typer.Option(False, help="replace a run made with another config")),
+    ], help="Self-supervised SCALE training (masked clip modelling + set contrastive loss) on cached clip "
+            "embeddings. Resumes a run in the same folder. Library: `vidcache.scale.train_from_store`.")
+    config_command(scale_app, "eval", ScaleEvalConfig, evaluate, params=[
+        _param("run", Path, typer.Argument(..., help="run folder of `vidcache scale train`")),
+        _param("train_store", str, typer.Option(..., help="clip store whose train/val splits train the heads")),
+        _param("eval_store", str, typer.Option(..., help="clip store (e.g. 5x3) to evaluate on")),
+        _param("output", Optional[Path], typer.Option(None, "-o", "--output", help="results folder (RUN/eval)")),
+    ], help="Linear / MLP / kNN / Transformer / SCALE_linear / SCALE_kNN / SCALE_ft in one table. "
+            "Library: `vidcache.scale.evaluate_run`.")
+
+
+_register_probes()
+_register_scale()
 
 
 # ----------------------------------------------------------------------------------------------- demo

@@ -1,0 +1,136 @@
+"""Extraction pipeline efficiency: decode-only, forward-only and end-to-end clips/s, side by side.
+
+On the same videos and backbone, in one run:
+- decode_only: the decode workers alone (decode + crop/resize/normalise), no model;
+- forward_only: the backbone alone on pre-decoded clip tensors, same batch size;
+- end_to_end: `extract_clips` into a fresh store.
+
+On a CPU, decoding and the forward pass share the cores, so the best a pipeline can do is the serial
+bound 1 / (1/decode_only + 1/forward_only): `cpu_efficiency = end_to_end / serial_bound`, target >= 0.9.
+On a GPU they run on different hardware: `overlap_efficiency = end_to_end / min(decode_only,
+forward_only)`, target >= 0.85 (a serial pipeline reaches about 0.5).
+
+    python -m benchmarks.bench_extract [--quick] [--device cuda] [--model tiny|vit_base|both]
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import vidcache  # noqa: F401  (before torch: OpenMP defaults)
+import torch
+
+from benchmarks.common import Report, parser
+from vidcache.data.synth import SynthConfig, synthesize
+from vidcache.extract.clips import ClipExtractConfig, ClipJob, extract_clips
+from vidcache.extract.pool import WorkerPool
+from vidcache.extract.runner import resolve_device
+
+
+def make_backbone(name: str):
+    from vidcache.models import create_backbone
+
+    if name == "tiny":
+        return create_backbone("tiny")
+    # A ViT-B-sized video model (V-JEPA / VideoMAE ViT-B: 16 frames, 224 px, tubelet 2, patch 16),
+    # randomly initialised: speed does not depend on the weights.
+    from vidcache.models.builtin import VideoViTBackbone
+    from vidcache.models.vit import vit_from_size
+
+    vit = vit_from_size("vit_base", img_size=224, num_frames=16, patch_size=16, tubelet_size=2)
+    bb = VideoViTBackbone(vit, frame_stride=4)
+    bb.name = "vit_base"
+    return bb.eval()
+
+
+def measure(report: Report, name: str, backbone, manifest, device: torch.device, workers: int, batch: int,
+            protocol: str, tmp: Path) -> None:
+    cfg = ClipExtractConfig(backbone=name, protocol=protocol, workers=workers, batch_size=batch,
+                            device=str(device))
+    job = ClipJob(cfg, backbone.to(device), device)
+    n_videos = len(manifest)
+    C = job.C
+
+    # decode only: the same workers and worker function as the pipeline, results dropped
+    tasks = [(r, (r, manifest.paths[r])) for r in range(n_videos)]
+    t = time.perf_counter()
+    clips_cpu = []
+    with WorkerPool(job.worker_fn(), workers=workers, timeout_s=600) as pool:
+        for res in pool.imap(iter(tasks)):
+            assert res.ok, res.error
+            if len(clips_cpu) * C < 4 * batch:  # keep a few batches for the forward-only run
+                clips_cpu.append(res.value["clips"] if "clips" in res.value else None)
+    decode_only = n_videos * C / (time.perf_counter() - t)
+
+    # forward only: the same batch size, pre-decoded tensors already on the device
+    if clips_cpu[0] is None:  # GPU path: workers return frames; build clips once on the device
+        from vidcache.extract.transforms import video_clips_tensor
+
+        clips_cpu = []
+        for r in range(min(n_videos, 4 * batch // C + 1)):
+            payload = job.worker_fn()(r, manifest.paths[r])
+            clips_cpu.append(video_clips_tensor(payload["frames"], payload["specs"], job.size, backbone.mean,
+                                                backbone.std, device=device))
+    x = torch.cat(clips_cpu)[: 4 * batch].to(device)
+    job.forward(x[:batch])  # warm-up
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    reps = max(1, (n_videos * C) // len(x))
+    t = time.perf_counter()
+    for _ in range(reps):
+        for s in range(0, len(x), batch):
+            job.forward(x[s:s + batch])
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    forward_only = reps * len(x) / (time.perf_counter() - t)
+
+    # end to end: a fresh store
+    t = time.perf_counter()
+    summary = extract_clips(manifest, str(tmp / f"{name}.zarr"), cfg, backbone=backbone, overwrite=True)
+    end_to_end = summary.clips / (time.perf_counter() - t)
+    assert summary.counts["done"] == n_videos
+
+    report.figure(f"{name}_decode_only_clips_per_s", decode_only, "{:.1f}")
+    report.figure(f"{name}_forward_only_clips_per_s", forward_only, "{:.1f}")
+    report.figure(f"{name}_end_to_end_clips_per_s", end_to_end, "{:.1f}")
+    if device.type == "cpu":
+        bound = 1.0 / (1.0 / decode_only + 1.0 / forward_only)
+        report.figure(f"{name}_serial_bound_clips_per_s", bound, "{:.1f}")
+        report.figure(f"{name}_cpu_efficiency", end_to_end / bound, "{:.3f}")
+        report.target(f"{name}_cpu_efficiency", end_to_end / bound, ">=", 0.9)
+    else:
+        eff = end_to_end / min(decode_only, forward_only)
+        report.figure(f"{name}_overlap_efficiency", eff, "{:.3f}")
+        report.target(f"{name}_overlap_efficiency", eff, ">=", 0.85)
+
+
+def main(argv=None):
+    p = parser(__doc__.splitlines()[0])
+    p.add_argument("--model", default="both", choices=["tiny", "vit_base", "both"])
+    p.add_argument("--workers", type=int, default=2)
+    args = p.parse_args(argv)
+    device = resolve_device(args.device)
+    models = ["tiny", "vit_base"] if args.model == "both" else [args.model]
+    cpu = device.type == "cpu"
+    sizes = {  # (videos, frame size, protocol, batch): the ViT-B forward is ~180 GFLOPs per clip
+        "tiny": (48 if args.quick else 160, 64, "uniform:4", 32),
+        "vit_base": ((4 if args.quick else 8) if cpu else 64, 128, "1x1" if cpu else "5x3", 2 if cpu else 32),
+    }
+    rep = Report("extract", {"workers": args.workers, "sizes": sizes, "quick": args.quick,
+                             "torch_threads": torch.get_num_threads()}, str(device))
+    tmp = Path(tempfile.mkdtemp(prefix="bench_extract_"))
+    try:
+        for name in models:
+            videos, size, protocol, batch = sizes[name]
+            manifest = synthesize(tmp / f"corpus_{name}", SynthConfig(videos=videos, classes=4, size=size, frames=48))
+            measure(rep, name, make_backbone(name), manifest, device, args.workers, batch, protocol, tmp)
+        rep.finish(args.out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
