@@ -1,68 +1,162 @@
 """`vidcache demo`: the whole workflow on the built-in synthetic corpus with the `tiny` backbone.
 
-Each step calls the same library functions as the corresponding CLI command, and each step is
-skipped when its output already exists (rerunning the demo resumes it).
+    corpus (mp4s) -> clip store (tiny, 4 clips/video, pooled tokens) -> linear / kNN / attentive probes
+                  -> codebook -> code store -> PSNR, compression, preview PNG
+                  -> SCALE store (random clips) -> SCALE training -> SCALE rows next to Linear
+
+Each step calls the library function behind the matching CLI command, and each step resumes from
+what an earlier run left in the output folder. Everything runs on CPU in a few minutes.
 """
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-from vidcache.data.manifest import read_manifest
+
+def group_accuracy(confusion, classes: list[str], group: Callable[[str], str]) -> dict[str, float]:
+    """Top-1 per class group from a confusion matrix (rows = true class)."""
+    cm = np.asarray(confusion, dtype=np.float64)
+    out = {}
+    for g in sorted({group(c) for c in classes}):
+        idx = [i for i, c in enumerate(classes) if group(c) == g and i < len(cm)]
+        total = cm[idx].sum()
+        out[g] = float(cm[idx, idx].sum() / total * 100) if total else float("nan")
+    return out
 
 
 def run_demo(out_dir: str | Path, *, videos: int = 240, workers: int = 2, seed: int = 0,
-             console: Console | None = None, progress: Callable | None = None) -> dict:
-    """Synthesise the corpus, extract it with `tiny`, and report; returns a dict of results."""
-    from vidcache.data.synth import SynthConfig, synthesize
-    from vidcache.extract.clips import ClipExtractConfig, extract_clips
+             console: Console | None = None, progress: Callable | None = None, scale: bool = True,
+             codec: bool = True) -> dict:
+    """Run the demo into `out_dir`; returns a dict with every step's results (also in summary.json)."""
     from vidcache.cache import Store
+    from vidcache.data.manifest import read_manifest
+    from vidcache.data.synth import SynthConfig, class_kind, synthesize
+    from vidcache.extract.clips import ClipExtractConfig, extract_clips
+    from vidcache.probe.run import make_config, run_probe
 
     console = console or Console()
     out = Path(out_dir)
-    results: dict = {}
+    bar = progress or _null_bar
+    steps = 3 + int(codec) + int(scale)
+    results: dict = {"videos": videos, "seed": seed}
     t_start = time.perf_counter()
 
-    # 1. corpus
+    # 1. corpus ---------------------------------------------------------------------------------
     manifest_path = out / "corpus" / "manifest.csv"
+    t = time.perf_counter()
     if manifest_path.is_file():
         manifest = read_manifest(manifest_path)
-        console.print(f"[1/2] corpus: reusing {len(manifest)} videos in {manifest_path.parent}")
     else:
-        t = time.perf_counter()
-        cfg = SynthConfig(videos=videos, classes=8, seed=seed)
-        with _bar(progress, "synthesising corpus", videos) as update:
-            manifest = synthesize(out / "corpus", cfg, progress=lambda d, n: update(d, n), overwrite=True)
-        console.print(f"[1/2] corpus: {len(manifest)} mp4 videos, {len(manifest.classes)} classes "
-                      f"({', '.join(manifest.classes)}) in {time.perf_counter() - t:.1f} s")
+        with bar("synthesising corpus", videos) as update:
+            manifest = synthesize(out / "corpus", SynthConfig(videos=videos, classes=8, seed=seed),
+                                  progress=lambda d, n: update(d, n), overwrite=True, workers=workers)
+    console.print(f"[1/{steps}] corpus: {len(manifest)} H.264 videos in {len(manifest.classes)} classes "
+                  f"({time.perf_counter() - t:.1f} s): {', '.join(manifest.classes)}")
 
-    # 2. clip store
+    # 2. clip store -----------------------------------------------------------------------------
     store_path = out / "clips_tiny.zarr"
-    ecfg = ClipExtractConfig(backbone="tiny", protocol="uniform:4", tokens="pool:2,4,4", workers=workers)
     t = time.perf_counter()
-    with _bar(progress, "extracting clips (tiny)", len(manifest)) as update:
-        summary = extract_clips(manifest, str(store_path), ecfg, progress=lambda d, n, c: update(d, n))
-    store = Store.open(store_path)
-    info = store.info()
-    console.print(f"[2/2] clip store {store_path}: {info['counts']['done']} done, {info['counts']['failed']} failed; "
-                  f"emb {info['arrays']['clips/emb']['shape']}, tokens {info['arrays']['clips/tokens']['shape']}; "
-                  f"{info['bytes_on_disk'] / 1e6:.1f} MB; {summary.videos} videos extracted this run in "
-                  f"{time.perf_counter() - t:.1f} s")
-    results["store"] = info
+    cfg = ClipExtractConfig(backbone="tiny", protocol="uniform:4", tokens="pool:2,4,4", workers=workers)
+    with bar("extracting clips (tiny)", len(manifest)) as update:
+        summary = extract_clips(manifest, str(store_path), cfg, progress=lambda d, n, c: update(d, n))
+    info = Store.open(store_path).info()
+    results["clip_store"] = {k: info[k] for k in ("url", "counts", "arrays", "bytes_on_disk", "config_hash")}
+    console.print(f"[2/{steps}] clip store {store_path}: {info['counts']['done']} videos x 4 clips, "
+                  f"emb {info['arrays']['clips/emb']['shape']}, tokens {info['arrays']['clips/tokens']['shape']}, "
+                  f"{info['bytes_on_disk'] / 1e6:.1f} MB ({summary.videos} extracted now, "
+                  f"{time.perf_counter() - t:.1f} s)")
 
-    table = Table(title="vidcache demo")
-    table.add_column("step")
-    table.add_column("result")
-    table.add_row("corpus", f"{len(manifest)} videos, splits {manifest.counts()}")
-    table.add_row("clip store", f"{store_path} ({info['config_hash'][:12]})")
+    # 3. probes -----------------------------------------------------------------------------------
+    t = time.perf_counter()
+    probes = {"linear": make_config("linear", seed=seed), "knn": make_config("knn", ks=[10, 20], seed=seed),
+              "attentive": make_config("attentive", seed=seed, num_heads=4, epochs=20)}
+    rows = []
+    for name, pcfg in probes.items():
+        res = run_probe(name, str(store_path), out / "probes" / name, pcfg)
+        groups = group_accuracy(res["test"]["confusion"], res["classes"], class_kind)
+        rows.append({"probe": name, "val": res["val"]["top1"], "test": res["test"]["top1"], **groups,
+                     "selected": {k: v for k, v in res["selected"].items() if k != "index"}})
+    results["probes"] = rows
+    console.print(f"[3/{steps}] probes on the clip store ({time.perf_counter() - t:.1f} s)")
+    table = Table(title=f"probes on tiny features (chance {100 / len(manifest.classes):.1f}%)")
+    for col in ("probe", "val top1", "test top1", "test motion", "test appearance", "selected"):
+        table.add_column(col, justify="left" if col in ("probe", "selected") else "right")
+    for r in rows:
+        table.add_row(r["probe"], f"{r['val']:.1f}", f"{r['test']:.1f}", f"{r.get('motion', float('nan')):.1f}",
+                      f"{r.get('appearance', float('nan')):.1f}",
+                      ", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in r["selected"].items()))
     console.print(table)
-    console.print(f"demo finished in {time.perf_counter() - t_start:.1f} s; outputs in {out}")
+
+    step = 3
+    # 4. codec ------------------------------------------------------------------------------------
+    if codec:
+        step += 1
+        results["codec"] = _codec_step(manifest, out, workers, seed, bar)
+        c = results["codec"]
+        console.print(f"[{step}/{steps}] codec: k={c['k']} patch {c['patch']}: test PSNR {c['psnr_mean']:.2f} dB, "
+                      f"compression {c['compression_codes']:.0f}x (raw / codes), {c['compression_disk']:.0f}x "
+                      f"(raw / store on disk); preview {c['preview']} ({c['seconds']:.1f} s)")
+
+    # 5. SCALE ------------------------------------------------------------------------------------
+    if scale:
+        step += 1
+        results["scale"] = _scale_step(manifest, out, store_path, workers, seed, bar, console)
+        console.print(f"[{step}/{steps}] SCALE on tiny clip sets ({results['scale']['seconds']:.1f} s)")
+
+    results["seconds"] = time.perf_counter() - t_start
+    (out / "summary.json").write_text(json.dumps(results, indent=2, default=str) + "\n")
+    console.print(f"demo finished in {results['seconds']:.0f} s; everything is in {out} (summary.json)")
     return results
+
+
+def _codec_step(manifest, out: Path, workers: int, seed: int, bar) -> dict:
+    from vidcache.codec import CodecConfig, evaluate_store, load_codebook, train_codebook
+    from vidcache.extract.codes import CodeExtractConfig, extract_codes
+
+    t = time.perf_counter()
+    cb_path = out / "codebook_k256_p8.npz"
+    if not cb_path.is_file():
+        cb = train_codebook(manifest, CodecConfig(k=256, patch=8, size=64, niter=15, seed=seed, frames_per_video=4),
+                            progress=False)
+        cb.save(cb_path)
+    cb = load_codebook(cb_path)
+    codes = out / "codes_k256_p8.zarr"
+    with bar("encoding patch codes", len(manifest)) as update:
+        extract_codes(manifest, str(codes), CodeExtractConfig(codebook=str(cb_path), max_frames=32, workers=workers),
+                      progress=lambda d, n, c: update(d, n))
+    res = evaluate_store(codes, split="test", preview=out / "codec_preview.png")
+    return {"k": cb.k, "patch": cb.patch, "psnr_mean": res["psnr_mean"], "compression_codes": res["compression_codes"],
+            "compression_disk": res["compression_disk"], "preview": res.get("preview"), "store": str(codes),
+            "seconds": time.perf_counter() - t}
+
+
+def _scale_step(manifest, out: Path, eval_store: Path, workers: int, seed: int, bar, console) -> dict:
+    from vidcache.extract.clips import ClipExtractConfig, extract_clips
+    from vidcache.scale.config import ScaleConfig
+    from vidcache.scale.evaluate import ScaleEvalConfig, evaluate_run, results_table
+    from vidcache.scale.train import train_from_store
+
+    t = time.perf_counter()
+    train_store = out / "clips_tiny_random8.zarr"
+    cfg = ClipExtractConfig(backbone="tiny", protocol=f"random:8:{seed}", workers=workers)
+    with bar("extracting SCALE training clips", len(manifest)) as update:
+        extract_clips(manifest, str(train_store), cfg, progress=lambda d, n, c: update(d, n))
+    run = out / "scale_run"
+    scfg = ScaleConfig(clips_per_set=4, epochs=60, batch_size=64, hidden_dim=128, num_heads=4, head_hidden=256,
+                       seed=seed, checkpoint_every=20)
+    with bar("SCALE training", scfg.epochs) as update:
+        train_from_store(train_store, run, scfg, progress=lambda epoch, m: update(epoch, scfg.epochs))
+    summary = evaluate_run(run, train_store, eval_store, out / "scale_eval",
+                           ScaleEvalConfig(epochs=15, ft_epochs=15, seed=seed, mlp_hidden=256))
+    console.print(results_table(summary))
+    return {"table": summary, "seconds": time.perf_counter() - t}
 
 
 class _NullBar:
@@ -73,5 +167,5 @@ class _NullBar:
         return False
 
 
-def _bar(progress: Callable | None, description: str, total: int):
-    return progress(description, total) if progress is not None else _NullBar()
+def _null_bar(description: str, total: int):
+    return _NullBar()
