@@ -25,7 +25,8 @@ from vidcache.cache import ArraySpec
 from vidcache.config import check, field, to_dict
 from vidcache.errors import ConfigError, VidcacheError
 from vidcache.extract.decode import BACKENDS, open_video
-from vidcache.extract.runner import DistInfo, Summary, init_distributed, resolve_device, run_extraction
+from vidcache.extract.runner import (DistInfo, Summary, init_distributed, resolve_device, run_extraction,
+                                    run_extractions)
 from vidcache.extract.sampling import boxes, frames_needed, parse_protocol, plan_clips
 from vidcache.extract.transforms import video_clips_tensor
 
@@ -276,6 +277,61 @@ def extract_clips(manifest, out: str, cfg: ClipExtractConfig, *, overwrite: bool
         return run_extraction(job, manifest, out, workers=cfg.workers, timeout_s=cfg.decode_timeout,
                               overwrite=overwrite, videos_per_block=cfg.videos_per_block, progress=progress,
                               dist=dist, storage_options=storage_options, start_method=start_method)
+    finally:
+        if created:
+            torch.distributed.destroy_process_group()
+
+
+def preprocess_key(job: ClipJob) -> tuple:
+    """What decoding + transforming a video depends on: jobs with equal keys can share one decode."""
+    return tuple(sorted(vars(job.worker_fn()).items()))
+
+
+def extract_clips_many(manifest, outs: list[str], cfg: ClipExtractConfig, backbones: list, *,
+                       overwrite: bool = False, progress=None, storage_options: dict | None = None,
+                       start_method: str | None = None) -> list[Summary]:
+    """Extract several backbones into their own stores (`outs[i]` for `backbones[i]`), decoding once.
+
+    `backbones` holds names (created with `cfg.backbone_options`) or Backbone objects. Backbones that
+    preprocess alike (clip length, stride, image size, mean/std) share one decode pass; the others
+    form further passes. `cfg.backbone` is replaced by each backbone's name in its store's config.
+    Returns one Summary per backbone, in order.
+    """
+    import dataclasses
+
+    from vidcache.models import create_backbone
+
+    check(cfg, "extract config")
+    if len(outs) != len(backbones) or not backbones:
+        raise ConfigError([f"give one output store per backbone (got {len(backbones)} backbones and "
+                           f"{len(outs)} outputs)"], "extract config")
+    dist = DistInfo.from_env()
+    device = resolve_device(cfg.device, dist)
+    if cfg.dtype == "fp16" and device.type == "cpu":
+        raise ConfigError(["dtype fp16 needs a GPU; use fp32 or bf16 on the CPU"], "extract config")
+    created = init_distributed(dist, device)
+    try:
+        jobs = []
+        for bb in backbones:
+            if isinstance(bb, str):
+                options = dict(cfg.backbone_options)
+                if cfg.trust_checkpoint:
+                    options["trust_checkpoint"] = True
+                bb = create_backbone(bb, **options)
+            bb = bb.to(device).eval()
+            jobs.append(ClipJob(dataclasses.replace(cfg, backbone=bb.name or cfg.backbone), bb, device))
+        groups: dict[tuple, list[int]] = {}
+        for i, job in enumerate(jobs):
+            groups.setdefault(preprocess_key(job), []).append(i)
+        summaries: list[Summary | None] = [None] * len(jobs)
+        for idx in groups.values():
+            got = run_extractions([jobs[i] for i in idx], manifest, [str(outs[i]) for i in idx],
+                                  workers=cfg.workers, timeout_s=cfg.decode_timeout, overwrite=overwrite,
+                                  videos_per_block=cfg.videos_per_block, progress=progress, dist=dist,
+                                  storage_options=storage_options, start_method=start_method)
+            for i, s in zip(idx, got):
+                summaries[i] = s
+        return summaries
     finally:
         if created:
             torch.distributed.destroy_process_group()

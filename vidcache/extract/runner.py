@@ -131,48 +131,102 @@ def run_extraction(job: Job, manifest, out: str, *, workers: int = 2, timeout_s:
     `progress(videos_done, videos_total, clips_done)` is called after each video (this rank's
     counts). Videos that fail to decode are recorded as failed with their error; the run goes on.
     """
+    return run_extractions([job], manifest, [out], workers=workers, timeout_s=timeout_s, overwrite=overwrite,
+                           videos_per_block=videos_per_block, progress=progress, dist=dist,
+                           storage_options=storage_options, start_method=start_method)[0]
+
+
+class _BlockWriter:
+    """One store's side of a shared decode pass: feeds its job the rows of its own pending blocks."""
+
+    def __init__(self, job: Job, store: Store, dist: DistInfo):
+        self.job, self.store = job, store
+        self.block_of = {b: store.block_range(b) for b in store.pending_blocks(dist.rank, dist.world)}
+        self.rows = {r for rng in self.block_of.values() for r in range(*rng)}
+        self.summary = Summary(store.url, {}, 0.0)
+        self.current: int | None = None
+        self.status: list[int] = []
+        self.errors: list[str] = []
+        self.meta: dict[str, list] = {}
+
+    def consume(self, res: TaskResult) -> None:
+        row = res.key
+        if row not in self.rows:
+            return
+        b = row // self.store.videos_per_block
+        if b != self.current:
+            self.current = b
+            self.job.begin_block(*self.block_of[b])
+            self.status, self.errors = [], []
+            self.meta = {k: [] for k in ("num_frames", "fps", "height", "width")}
+        _consume(self.job, res, self.status, self.errors, self.meta)
+        self.summary.videos += 1
+        self.summary.clips += int(res.value.get("num_clips", 0)) if res.ok and self.status[-1] == DONE else 0
+        if row == self.block_of[b][1] - 1:
+            data = self.job.end_block()
+            extra = data.pop("_meta", {})
+            self.store.write_block(b, data, self.status, self.errors, meta={**self.meta, **extra})
+
+
+def run_extractions(jobs: list[Job], manifest, outs: list[str], *, workers: int = 2,
+                    timeout_s: float | None = 300.0, overwrite: bool = False,
+                    videos_per_block: int | None = None,
+                    progress: Callable[[int, int, int], None] | None = None,
+                    dist: DistInfo | None = None, storage_options: dict | None = None,
+                    start_method: str | None = None) -> list[Summary]:
+    """Fill several stores of one manifest from ONE decode pass: job i writes the store at outs[i].
+
+    Every job must decode and transform videos identically (equal `worker_fn()`), e.g. checkpoints
+    of one training run: each video is decoded once and its clips are fed to every job whose store
+    still needs that video. Stores keep their own block sizes and resume independently; a video
+    one job fails on (e.g. a model that cannot take its frames) is failed in that store only.
+    `progress(videos_decoded, videos_to_decode, clips_decoded)` counts the shared decode pass.
+    """
+    if len(jobs) != len(outs) or not jobs:
+        raise VidcacheError(f"run_extractions needs one output per job (got {len(jobs)} jobs, {len(outs)} outputs)")
+    if len({str(o) for o in outs}) != len(outs):
+        raise VidcacheError("run_extractions got the same output store twice; give every job its own store")
+    worker = jobs[0].worker_fn()
+    for job in jobs[1:]:
+        other = job.worker_fn()
+        if type(other) is not type(worker) or vars(other) != vars(worker):
+            raise VidcacheError("jobs sharing one decode pass must preprocess videos identically "
+                                "(same protocol, clip length, stride, image size, mean/std, crop, decoder)")
     dist = dist or DistInfo.from_env()
     t0 = time.perf_counter()
-    store = open_store(job, manifest, out, overwrite=overwrite, videos_per_block=videos_per_block,
-                       dist=dist, storage_options=storage_options)
-    blocks = store.pending_blocks(dist.rank, dist.world)
-    rows = [r for b in blocks for r in range(*store.block_range(b))]
+    writers = [_BlockWriter(job, open_store(job, manifest, out, overwrite=overwrite,
+                                             videos_per_block=videos_per_block, dist=dist,
+                                             storage_options=storage_options), dist)
+               for job, out in zip(jobs, outs)]
+    rows = sorted(set().union(*(w.rows for w in writers)))
     paths = manifest.paths
-    summary = Summary(store.url, {}, 0.0)
-    block_of = {b: store.block_range(b) for b in blocks}
 
     def tasks():
         for r in rows:
             yield r, (r, paths[r])
 
-    status: list[int] = []
-    errors: list[str] = []
-    meta: dict[str, list] = {}
-    current = None
-    with WorkerPool(job.worker_fn(), workers=workers, timeout_s=timeout_s, start_method=start_method) as pool:
-        for res in pool.imap(tasks()):
-            row = res.key
-            b = row // store.videos_per_block
-            if b != current:
-                current = b
-                start, stop = block_of[b]
-                job.begin_block(start, stop)
-                status, errors, meta = [], [], {k: [] for k in ("num_frames", "fps", "height", "width")}
-            _consume(job, res, status, errors, meta)
-            summary.videos += 1
-            summary.clips += int(res.value.get("num_clips", 0)) if res.ok else 0
-            if row == block_of[b][1] - 1:
-                data = job.end_block()
-                extra = data.pop("_meta", {})
-                store.write_block(b, data, status, errors, meta={**meta, **extra})
-            if progress is not None:
-                progress(summary.videos, len(rows), summary.clips)
-        summary.restarts = pool.restarts
+    decoded = clips = 0
+    restarts = 0
+    if rows:
+        with WorkerPool(worker, workers=workers, timeout_s=timeout_s, start_method=start_method) as pool:
+            for res in pool.imap(tasks()):
+                for w in writers:
+                    w.consume(res)
+                decoded += 1
+                clips += int(res.value.get("num_clips", 0)) if res.ok else 0
+                if progress is not None:
+                    progress(decoded, len(rows), clips)
+            restarts = pool.restarts
     _barrier(dist)
-    summary.counts = store.counts()
-    summary.failures = store.info()["failures"] if summary.counts["failed"] else []
-    summary.seconds = time.perf_counter() - t0
-    return summary
+    out = []
+    for w in writers:
+        s = w.summary
+        s.restarts = restarts
+        s.counts = w.store.counts()
+        s.failures = w.store.info()["failures"] if s.counts["failed"] else []
+        s.seconds = time.perf_counter() - t0
+        out.append(s)
+    return out
 
 
 def _consume(job: Job, res: TaskResult, status: list, errors: list, meta: dict) -> None:
