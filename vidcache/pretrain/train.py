@@ -400,6 +400,7 @@ def _run(cfg: PretrainConfig, device: torch.device, rank: int, world: int, progr
         resumed_from = str(latest)
     elif list_checkpoints(out):
         raise VidcacheError(f"{out} already holds checkpoints; resume (the default) or use an empty run directory")
+    _barrier(world)  # every rank has chosen its starting checkpoint before rank 0 writes step 0
     if rank == 0:
         out.mkdir(parents=True, exist_ok=True)
         save_json(cfg, out / "config.json")
