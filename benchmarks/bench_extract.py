@@ -47,51 +47,61 @@ def make_backbone(name: str):
 
 
 def measure(report: Report, name: str, backbone, manifest, device: torch.device, workers: int, batch: int,
-            protocol: str, tmp: Path) -> None:
+            protocol: str, tmp: Path, repeat: int = 2) -> None:
     cfg = ClipExtractConfig(backbone=name, protocol=protocol, workers=workers, batch_size=batch,
                             device=str(device))
     job = ClipJob(cfg, backbone.to(device), device)
     n_videos = len(manifest)
     C = job.C
 
-    # decode only: the same workers and worker function as the pipeline, results dropped
     tasks = [(r, (r, manifest.paths[r])) for r in range(n_videos)]
-    t = time.perf_counter()
-    clips_cpu = []
-    with WorkerPool(job.worker_fn(), workers=workers, timeout_s=600) as pool:
-        for res in pool.imap(iter(tasks)):
-            assert res.ok, res.error
-            if len(clips_cpu) * C < 4 * batch:  # keep a few batches for the forward-only run
-                clips_cpu.append(res.value["clips"] if "clips" in res.value else None)
-    decode_only = n_videos * C / (time.perf_counter() - t)
+    keep: list = []
 
-    # forward only: the same batch size, pre-decoded tensors already on the device
-    if clips_cpu[0] is None:  # GPU path: workers return frames; build clips once on the device
+    def decode_only() -> float:
+        # the same workers and worker function as the pipeline; results dropped (a few kept)
+        t = time.perf_counter()
+        with WorkerPool(job.worker_fn(), workers=workers, timeout_s=600) as pool:
+            for res in pool.imap(iter(tasks)):
+                assert res.ok, res.error
+                if len(keep) * C < 4 * batch:
+                    keep.append(res.value.get("clips"))
+        return n_videos * C / (time.perf_counter() - t)
+
+    def forward_only(x: torch.Tensor) -> float:
+        reps = max(1, (n_videos * C) // len(x))
+        t = time.perf_counter()
+        for _ in range(reps):
+            for s in range(0, len(x), batch):
+                job.forward(x[s:s + batch])
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        return reps * len(x) / (time.perf_counter() - t)
+
+    def end_to_end() -> float:
+        t = time.perf_counter()
+        summary = extract_clips(manifest, str(tmp / f"{name}.zarr"), cfg, backbone=backbone, overwrite=True)
+        assert summary.counts["done"] == n_videos
+        return summary.clips / (time.perf_counter() - t)
+
+    first = decode_only()
+    if keep[0] is None:  # GPU path: workers return frames; build the clips once on the device
         from vidcache.extract.transforms import video_clips_tensor
 
-        clips_cpu = []
+        keep = []
         for r in range(min(n_videos, 4 * batch // C + 1)):
             payload = job.worker_fn()(r, manifest.paths[r])
-            clips_cpu.append(video_clips_tensor(payload["frames"], payload["specs"], job.size, backbone.mean,
-                                                backbone.std, device=device))
-    x = torch.cat(clips_cpu)[: 4 * batch].to(device)
+            keep.append(video_clips_tensor(payload["frames"], payload["specs"], job.size, backbone.mean,
+                                           backbone.std, device=device))
+    x = torch.cat(keep)[: 4 * batch].to(device)
     job.forward(x[:batch])  # warm-up
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    reps = max(1, (n_videos * C) // len(x))
-    t = time.perf_counter()
-    for _ in range(reps):
-        for s in range(0, len(x), batch):
-            job.forward(x[s:s + batch])
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    forward_only = reps * len(x) / (time.perf_counter() - t)
-
-    # end to end: a fresh store
-    t = time.perf_counter()
-    summary = extract_clips(manifest, str(tmp / f"{name}.zarr"), cfg, backbone=backbone, overwrite=True)
-    end_to_end = summary.clips / (time.perf_counter() - t)
-    assert summary.counts["done"] == n_videos
+    # Best of `repeat` for each, interleaved, so a burst of load on the shared machine hits all three.
+    dec, fwd, e2e = [first], [], []
+    for i in range(repeat):
+        if i:
+            dec.append(decode_only())
+        fwd.append(forward_only(x))
+        e2e.append(end_to_end())
+    decode_only, forward_only, end_to_end = max(dec), max(fwd), max(e2e)
 
     report.figure(f"{name}_decode_only_clips_per_s", decode_only, "{:.1f}")
     report.figure(f"{name}_forward_only_clips_per_s", forward_only, "{:.1f}")
@@ -116,7 +126,7 @@ def main(argv=None):
     models = ["tiny", "vit_base"] if args.model == "both" else [args.model]
     cpu = device.type == "cpu"
     sizes = {  # (videos, frame size, protocol, batch): the ViT-B forward is ~180 GFLOPs per clip
-        "tiny": (48 if args.quick else 160, 64, "uniform:4", 32),
+        "tiny": (96 if args.quick else 240, 64, "uniform:4", 32),
         "vit_base": ((4 if args.quick else 8) if cpu else 64, 128, "1x1" if cpu else "5x3", 2 if cpu else 32),
     }
     rep = Report("extract", {"workers": args.workers, "sizes": sizes, "quick": args.quick,
