@@ -127,7 +127,7 @@ def config_command(sub: typer.Typer, name: str, config_cls: type, run: Callable,
             default = fields[key].default if fields[key].default is not dataclasses.MISSING \
                 else fields[key].default_factory()
             if isinstance(default, (list, tuple)) and isinstance(value, str):
-                value = [_parse_value(v) for v in value.split(",") if v.strip()]
+                value = type(default)(_parse_value(v) for v in value.split(",") if v.strip())
             elif value is not None and not isinstance(default, (bool, int, float, str)):
                 value = _parse_value(value)
             elif value is None:
@@ -531,8 +531,31 @@ def _register_scale() -> None:
             "Library: `vidcache.scale.evaluate_run`.")
 
 
+# ----------------------------------------------------------------------------------------------- pretrain
+def _register_pretrain() -> None:
+    from vidcache.pretrain.train import PretrainConfig
+
+    def vjepa(cfg: dict, output: Path) -> None:
+        from vidcache.config import from_dict
+        from vidcache.pretrain.train import pretrain
+
+        config = from_dict(PretrainConfig, {**cfg, "out": str(output)}, "pretrain config")
+        with progress_bar("V-JEPA pretraining", config.steps, unit="steps") as update:
+            summary = pretrain(config, progress=lambda step, total, m: update(
+                step, total, rate=f"loss {m.get('loss', float('nan')):.4f}"))
+        out.print(f"run {output}: " + ", ".join(f"{k}={v}" for k, v in summary.items()
+                                                  if isinstance(v, (int, float, str))))
+
+    config_command(pretrain_app, "vjepa", PretrainConfig, vjepa, skip=("out",), params=[
+        _param("output", Path, typer.Option(..., "-o", "--output", help="run folder (checkpoints, metrics)")),
+    ], help="V-JEPA pretraining of a video ViT from a code store (codes decoded on the device). Resumes from "
+            "the latest checkpoint; `torchrun --nproc-per-node N -m vidcache pretrain vjepa ...` for DDP. "
+            "Checkpoints are backbones: `--backbone vidcache:RUN/ckpt_000500.pt`. Library: `vidcache.pretrain.pretrain`.")
+
+
 _register_probes()
 _register_scale()
+_register_pretrain()
 
 
 # ----------------------------------------------------------------------------------------------- demo
