@@ -124,9 +124,65 @@ def bench_knn(rep: Report, args, n_train: int, n_query: int, dim: int, k: int) -
     rep.target("knn_neighbour_agreement", overlap, ">=", 0.999)
 
 
+def bench_cache_vs_end_to_end(rep: Report, args, videos: int) -> None:
+    """One epoch of the linear probe on a clip store vs one epoch that decodes and runs the backbone.
+
+    The second is what a probe without a cache does every epoch (and every hyper-parameter):
+    decode each training video, run the frozen backbone on its clips, then step the head.
+    """
+    import shutil
+    import tempfile
+    from pathlib import Path
+
+    import torch
+
+    from vidcache.data.synth import SynthConfig, synthesize
+    from vidcache.extract.clips import ClipExtractConfig, ClipJob, extract_clips
+    from vidcache.extract.runner import resolve_device
+    from vidcache.models import create_backbone
+    from vidcache.probe.run import make_config, run_probe
+
+    tmp = Path(tempfile.mkdtemp(prefix="bench_probe_"))
+    try:
+        manifest = synthesize(tmp / "corpus", SynthConfig(videos=videos, classes=8, seed=0))
+        device = resolve_device(args.device)
+        cfg = ClipExtractConfig(backbone="tiny", protocol="uniform:4", workers=0, device=str(device))
+        backbone = create_backbone("tiny").to(device)
+        extract_clips(manifest, str(tmp / "s.zarr"), cfg, backbone=backbone)
+        pcfg = make_config("linear", epochs=1, lrs=[1e-3], wds=[1e-2], test_split="", device=str(device))
+
+        def cached():
+            run_probe("linear", str(tmp / "s.zarr"), None, pcfg)
+
+        job = ClipJob(cfg, backbone, device)
+        worker = job.worker_fn()
+        train_rows = manifest.split_indices("train")
+        head = torch.nn.Linear(backbone.embed_dim, len(manifest.classes)).to(device)
+        opt = torch.optim.AdamW(head.parameters(), lr=1e-3)
+
+        def end_to_end():
+            for r in train_rows:
+                payload = worker(int(r), manifest.paths[r])
+                with torch.inference_mode():
+                    emb = backbone.pool(backbone.forward_features(payload["clips"].to(device)))
+                loss = torch.nn.functional.cross_entropy(head(emb.clone()), torch.full((len(emb),),
+                                                         int(manifest.labels[r]), device=device))
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+
+        t_cache = best_of(cached, 2)
+        t_e2e = best_of(end_to_end, 1)
+        rep.figure("epoch_on_cache_s", t_cache)
+        rep.figure("epoch_end_to_end_s", t_e2e)
+        rep.figure("cache_vs_end_to_end_speedup", t_e2e / t_cache, "{:.1f}")
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 def main(argv=None):
     p = parser(__doc__.splitlines()[0])
-    p.add_argument("--skip", default="", help="comma-separated parts to skip: linear,knn")
+    p.add_argument("--skip", default="", help="comma-separated parts to skip: linear,knn,cache")
     args = p.parse_args(argv)
     skip = set(filter(None, args.skip.split(",")))
     q = args.quick
@@ -135,11 +191,13 @@ def main(argv=None):
                repeats=2 if q else 1)
     knn = dict(n_train=10_000 if q else 50_000, n_query=2_000 if q else 10_000, dim=768, k=20)
     rep = Report("probe", {"quick": q, "linear": lin, "knn": knn, "skip": sorted(skip),
-                           "cache_vs_end_to_end": "not measured here"}, args.device)
+                           "cache_vs_end_to_end_videos": 64 if q else 240}, args.device)
     if "linear" not in skip:
         bench_linear(rep, args, **lin)
     if "knn" not in skip:
         bench_knn(rep, args, **knn)
+    if "cache" not in skip:
+        bench_cache_vs_end_to_end(rep, args, videos=64 if q else 240)
     rep.finish(args.out)
 
 
