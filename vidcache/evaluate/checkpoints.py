@@ -217,6 +217,18 @@ class IdentityCache:
         save_json(data, self.folder / f"{key}.json")
 
 
+def _looks_like_torch_file(path: str) -> bool:
+    """A zip archive (torch.save since 1.6) or a pickle (legacy torch.save starts with a protocol mark)."""
+    import zipfile
+
+    try:
+        with open(path, "rb") as f:
+            head = f.read(2)
+    except OSError:
+        return False
+    return zipfile.is_zipfile(path) or (len(head) == 2 and head[0] == 0x80 and 2 <= head[1] <= 5)
+
+
 def load_backbone(ref: CheckpointRef, fmt: str = ""):
     """Create the backbone of a checkpoint (its `.name` is set to a path-free label, see below).
 
@@ -234,7 +246,11 @@ def load_backbone(ref: CheckpointRef, fmt: str = ""):
     name = f"{fmt}:{ref.path}" if ref.is_file else ref.backbone
     try:
         bb = create_backbone(name, **options)
-    except VidcacheError:
+    except VidcacheError as e:
+        if ref.is_file and "--trust-checkpoint" in str(e) and not _looks_like_torch_file(ref.path):
+            # torch's safe unpickler reports arbitrary bytes as an unsafe opcode: trusting would not help.
+            raise VidcacheError(f"cannot read checkpoint {ref.path}: not a PyTorch checkpoint "
+                                "(corrupt, truncated, or another kind of file)") from e
         raise
     except Exception as e:  # a loader bug or an exotic file: still this checkpoint's error, not the run's
         raise VidcacheError(f"cannot load {ref.label}: {type(e).__name__}: {e}") from e

@@ -208,9 +208,12 @@ def _problem(lines: _Lines | None, where: tuple, key: str | None, msg: str) -> s
 
 
 def _split_problem(msg: str, fields: list[str]) -> str | None:
-    """The field a validate() message is about (its first word when that is a field name)."""
+    """The field a validate() message is about: its first word, else the first field it names."""
     word = re.split(r"[\s:]", msg, maxsplit=1)[0]
-    return word if word in fields else None
+    if word in fields:
+        return word
+    hits = [(m.start(), f) for f in fields for m in [re.search(rf"\b{re.escape(f)}\b", msg)] if m]
+    return min(hits)[1] if hits else None
 
 
 def _build(cls: type, data: Any, where: tuple, lines: _Lines | None, problems: list[str],

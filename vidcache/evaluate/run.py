@@ -141,7 +141,9 @@ def _base_row(unit: _Unit, ds: DatasetSpec, probe: ProbeSpec, phash: str) -> dic
 
 def _rows_from_result(base: dict, probe: ProbeSpec, res: dict, cached: bool, seconds: float,
                       flops: Any) -> list[dict]:
-    common = {**base, "status": "ok", "cached": cached, "probe_s": round(seconds, 3), "flops_per_clip": flops,
+    # The probe's own duration (recorded in its results), not this run's near-zero time for a cached one.
+    took = (res.get("timings") or {}).get("total_s") or res.get("seconds") or seconds
+    common = {**base, "status": "ok", "cached": cached, "probe_s": round(float(took), 3), "flops_per_clip": flops,
               "error": ""}
     if probe.type == "scale":
         return [{**common, "probe": f"{probe.name}:{r['method']}", "metric": r.get("test_top1"),
