@@ -8,6 +8,7 @@ wrong store...; one line on stderr, no traceback), 3 finished but some videos fa
 from __future__ import annotations
 
 import contextlib
+import inspect
 import json
 import sys
 from pathlib import Path
@@ -15,8 +16,7 @@ from typing import Callable, Iterator, List, Optional
 
 import typer
 from rich.console import Console
-from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
-                           TimeRemainingColumn)
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
 import vidcache
@@ -102,7 +102,6 @@ def config_command(sub: typer.Typer, name: str, config_cls: type, run: Callable,
     the command's own arguments (typer Parameters); `run(cfg_kwargs, **own)` does the work.
     """
     import dataclasses
-    import inspect
 
     fields = {f.name: f for f in dataclasses.fields(config_cls) if f.name not in skip}
     options = []
@@ -148,33 +147,34 @@ def _parse_value(text: str):
         return text.strip()
 
 
-def _param(name: str, annotation, default) -> "inspect.Parameter":
-    import inspect
-
+def _param(name: str, annotation, default) -> inspect.Parameter:
     return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=annotation)
 
 
 # ----------------------------------------------------------------------------------------------- data
-@data_app.command("synth")
-def data_synth(out_dir: Path = typer.Argument(..., help="folder to write videos/, manifest.csv, classes.txt"),
-               videos: int = typer.Option(240, help="number of videos"),
-               classes: int = typer.Option(8, help="number of classes (motion and appearance pairs)"),
-               seed: int = typer.Option(0, help="random seed: the same seed gives the same bytes"),
-               size: int = typer.Option(64, help="frame side in pixels"),
-               frames: int = typer.Option(32, help="frames per video"),
-               fps: int = typer.Option(16, help="frame rate written in the files"),
-               workers: int = typer.Option(1, help="processes writing videos (same bytes for any count)"),
-               overwrite: bool = typer.Option(False, help="replace an earlier synthetic corpus in OUT_DIR")) -> None:
-    """Write the synthetic corpus (real H.264 mp4s): motion classes no single frame separates, and
-    appearance classes one frame does. Library: `vidcache.data.synth.synthesize`."""
-    from vidcache.data.synth import SynthConfig, synthesize
+def _register_synth() -> None:
+    from vidcache.data.synth import SynthConfig
 
-    cfg = SynthConfig(videos=videos, classes=classes, seed=seed, size=size, frames=frames, fps=fps)
-    with progress_bar("synthesising", videos) as update:
-        manifest = synthesize(out_dir, cfg, progress=lambda d, t: update(d, t), overwrite=overwrite,
-                              workers=workers)
-    out.print(f"wrote {len(manifest)} videos in {len(manifest.classes)} classes to {out_dir} "
-              f"(splits: {manifest.counts()}); manifest: {Path(out_dir) / 'manifest.csv'}")
+    def synth(cfg: dict, out_dir: Path, workers: int, overwrite: bool) -> None:
+        from vidcache.config import from_dict
+        from vidcache.data.synth import synthesize
+
+        config = from_dict(SynthConfig, cfg, "synth config")
+        with progress_bar("synthesising", config.videos) as update:
+            manifest = synthesize(out_dir, config, progress=lambda d, t: update(d, t), overwrite=overwrite,
+                                  workers=workers)
+        out.print(f"wrote {len(manifest)} videos in {len(manifest.classes)} classes to {out_dir} "
+                  f"(splits: {manifest.counts()}); manifest: {Path(out_dir) / 'manifest.csv'}")
+
+    config_command(data_app, "synth", SynthConfig, synth, params=[
+        _param("out_dir", Path, typer.Argument(..., help="folder to write videos/, manifest.csv, classes.txt")),
+        _param("workers", int, typer.Option(1, help="processes writing videos (same bytes for any count)")),
+        _param("overwrite", bool, typer.Option(False, help="replace an earlier synthetic corpus in OUT_DIR")),
+    ], help="Write the synthetic corpus (real H.264 mp4s): motion classes no single frame separates, and "
+            "appearance classes one frame does. Library: `vidcache.data.synth.synthesize`.")
+
+
+_register_synth()
 
 
 @data_app.command("manifest")
@@ -339,32 +339,28 @@ def extract_backbones(pattern: str = typer.Argument("*", help="glob over registe
 
 
 # ----------------------------------------------------------------------------------------------- codec
-@codec_app.command("train")
-def codec_train(manifest: Path = typer.Argument(..., help="manifest CSV; frames come from --split"),
-                output: Path = typer.Option(..., "-o", "--output", help="codebook file to write (.npz)"),
-                k: int = typer.Option(65536, help="centroids (<= 65,536: codes are uint16)"),
-                patch: int = typer.Option(10, help="patch side in pixels"),
-                size: int = typer.Option(160, help="frame side after short-side resize + centre crop"),
-                frames_per_video: int = typer.Option(8, help="frames sampled per training video"),
-                max_patches: int = typer.Option(0, help="training patches (0 = 64 per centroid)"),
-                niter: int = typer.Option(20, help="k-means iterations"),
-                seed: int = typer.Option(0, help="seed of patch sampling and k-means"),
-                split: str = typer.Option("train", help="split whose videos train the codebook"),
-                pixel_space: str = typer.Option("rgb255", help="rgb255 or rgb01"),
-                device: str = typer.Option("auto", help="auto (all GPUs when faiss sees some), cpu, cuda"),
-                decoder: str = typer.Option("auto", help="auto, decord or pyav")) -> None:
-    """Train a k-means patch codebook with faiss (ViDROP-style). Library: `vidcache.codec.train_codebook`."""
-    from vidcache.codec import CodecConfig, train_codebook
-    from vidcache.config import check
-    from vidcache.data.manifest import read_manifest
+def _register_codec_train() -> None:
+    from vidcache.codec import CodecConfig
 
-    cfg = check(CodecConfig(k=k, patch=patch, size=size, pixel_space=pixel_space, niter=niter, seed=seed,
-                            frames_per_video=frames_per_video, max_patches=max_patches, split=split,
-                            device=device), "codec config")
-    m = read_manifest(manifest)
-    cb = train_codebook(m, cfg, backend=decoder, progress=True)
-    cb.save(output)
-    out.print(f"wrote {output}: {cb!r}")
+    def train(cfg: dict, manifest: Path, output: Path, decoder: str) -> None:
+        from vidcache.codec import train_codebook
+        from vidcache.config import from_dict
+        from vidcache.data.manifest import read_manifest
+
+        config = from_dict(CodecConfig, cfg, "codec config")
+        cb = train_codebook(read_manifest(manifest), config, backend=decoder, progress=True)
+        cb.save(output)
+        out.print(f"wrote {output}: {cb!r}")
+
+    config_command(codec_app, "train", CodecConfig, train, params=[
+        _param("manifest", Path, typer.Argument(..., help="manifest CSV; frames come from --split")),
+        _param("output", Path, typer.Option(..., "-o", "--output", help="codebook file to write (.npz)")),
+        _param("decoder", str, typer.Option("auto", help="auto (decord, PyAV fallback), decord or pyav")),
+    ], help="Train a k-means patch codebook with faiss (ViDROP-style; all GPUs when faiss sees some). "
+            "Library: `vidcache.codec.train_codebook`.")
+
+
+_register_codec_train()
 
 
 @codec_app.command("eval")

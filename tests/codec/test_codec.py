@@ -5,9 +5,25 @@ import numpy as np
 import pytest
 import torch
 
-from vidcache.codec import (CodeDecoder, CodecConfig, Codebook, code_dtype, decode_codes_np, evaluate_codes,
-                            fit_codebook, kmeans, load_codebook, patchify, preprocess_frames, psnr,
-                            sample_patches, select_frames, training_digest, unpatchify, write_preview)
+from vidcache.codec import (
+    Codebook,
+    CodecConfig,
+    CodeDecoder,
+    code_dtype,
+    decode_codes_np,
+    evaluate_codes,
+    fit_codebook,
+    kmeans,
+    load_codebook,
+    patchify,
+    preprocess_frames,
+    psnr,
+    sample_patches,
+    select_frames,
+    training_digest,
+    unpatchify,
+    write_preview,
+)
 from vidcache.config import check
 from vidcache.errors import ConfigError, DataError
 

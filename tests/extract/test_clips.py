@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from vidcache.cache import DONE, FAILED, Store
-from vidcache.data.manifest import Manifest, read_manifest
+from vidcache.data.manifest import Manifest
 from vidcache.errors import StoreError
 from vidcache.extract import clips as clips_mod
 from vidcache.extract.clips import ClipExtractConfig, extract_clips

@@ -4,8 +4,16 @@ import numpy as np
 import pytest
 
 from vidcache.errors import ConfigError, DataError
-from vidcache.extract.sampling import (RANDOM_RATIO, RANDOM_SCALE, ClipSpec, Protocol, boxes,
-                                       frames_needed, parse_protocol, plan_clips)
+from vidcache.extract.sampling import (
+    RANDOM_RATIO,
+    RANDOM_SCALE,
+    ClipSpec,
+    Protocol,
+    boxes,
+    frames_needed,
+    parse_protocol,
+    plan_clips,
+)
 
 
 @pytest.mark.parametrize("text, kind, t, s, seed, name", [

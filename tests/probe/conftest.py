@@ -1,7 +1,7 @@
 """Fixtures of the probe tests: small synthetic Gaussian-cluster features."""
 
-import pytest
 import numpy as np
+import pytest
 
 from vidcache.probe.data import ProbeData
 

@@ -10,8 +10,15 @@ from vidcache.errors import ConfigError
 from vidcache.probe.data import ProbeData
 from vidcache.probe.linear import LinearConfig, LinearHead, LinearProbe
 from vidcache.probe.mlp import MLPConfig, MLPHead
-from vidcache.probe.train import (GridOptimizer, Standardizer, TrainConfig, grid_scores, lr_factor, select_best,
-                                  train_grid)
+from vidcache.probe.train import (
+    GridOptimizer,
+    Standardizer,
+    TrainConfig,
+    grid_scores,
+    lr_factor,
+    select_best,
+    train_grid,
+)
 
 TOL = dict(rtol=1e-4, atol=1e-5)
 

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from vidcache.errors import ConfigError, DataError
 from vidcache.config import check
+from vidcache.errors import ConfigError, DataError
 from vidcache.scale.config import ScaleConfig
 from vidcache.scale.data import ClipSets, embedding_stats, sample_sets
 

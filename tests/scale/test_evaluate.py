@@ -9,8 +9,15 @@ from torch.testing import assert_close
 
 from vidcache.errors import ConfigError, DataError
 from vidcache.probe.data import ProbeData
-from vidcache.scale.evaluate import (ROWS, ScaleEvalConfig, SetClassifier, evaluate_features, evaluate_run,
-                                     results_table, scale_features)
+from vidcache.scale.evaluate import (
+    ROWS,
+    ScaleEvalConfig,
+    SetClassifier,
+    evaluate_features,
+    evaluate_run,
+    results_table,
+    scale_features,
+)
 from vidcache.scale.model import SCALEPredictor
 
 

@@ -372,14 +372,6 @@ class Store:
         slab = max(chunk, (SLAB_BYTES // row_bytes) // chunk * chunk)
         order = np.argsort(rows, kind="stable")
         sorted_rows = rows[order]
-        bounds = np.searchsorted(sorted_rows, np.arange(0, arr.shape[0] + slab, slab))
-        spans = []
-        for k in range(len(bounds) - 1):
-            i, j = int(bounds[k]), int(bounds[k + 1])
-            if i < j:
-                lo = int(sorted_rows[i]) // chunk * chunk
-                hi = min(arr.shape[0], -(-(int(sorted_rows[j - 1]) + 1) // chunk) * chunk)
-                spans.append((i, j, lo, hi))
         raw = self._raw_chunk_reader(name)
         if raw is not None:
             # One reused chunk buffer: file -> buffer -> out, the same two copies as np.load + a mask.

@@ -6,7 +6,7 @@
     video = CodeDecoder(cb).cuda()(torch.from_numpy(codes[None]).cuda())   # [1, 3, T, 160, 160]
 """
 
-from vidcache.codec.codebook import MAX_K, CodecConfig, Codebook, code_dtype, codebook_from_config, load_codebook
+from vidcache.codec.codebook import MAX_K, Codebook, CodecConfig, code_dtype, codebook_from_config, load_codebook
 from vidcache.codec.decoder import CodeDecoder, decode_codes_np
 from vidcache.codec.evaluate import evaluate_codes, evaluate_store, psnr, write_preview
 from vidcache.codec.frames import patchify, preprocess_frames, select_frames, unpatchify

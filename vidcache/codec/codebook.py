@@ -20,10 +20,10 @@ from pathlib import Path
 
 import numpy as np
 
+from vidcache.codec.frames import patchify, preprocess_frames
+from vidcache.codec.kmeans import DEVICES, SEARCH_BATCH, NearestCentroid
 from vidcache.config import check, field, to_dict
 from vidcache.errors import ConfigError, DataError
-from vidcache.codec.frames import patchify, preprocess_frames, unpatchify
-from vidcache.codec.kmeans import DEVICES, SEARCH_BATCH, NearestCentroid
 
 MAX_K = 65536  # codes are stored as uint16
 PIXEL_SPACES = ("rgb255", "rgb01")

@@ -14,9 +14,9 @@ from typing import Sequence
 
 import numpy as np
 
-from vidcache.errors import DataError
 from vidcache.codec.codebook import Codebook
 from vidcache.codec.frames import select_frames
+from vidcache.errors import DataError
 
 
 def psnr(a: np.ndarray, b: np.ndarray, max_val: float = 255.0) -> float:

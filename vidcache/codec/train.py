@@ -16,11 +16,11 @@ from typing import Iterable, Sequence
 import numpy as np
 
 import vidcache
-from vidcache.config import check
-from vidcache.errors import DataError, VidcacheError
-from vidcache.codec.codebook import CodecConfig, Codebook, codebook_from_config
+from vidcache.codec.codebook import Codebook, CodecConfig, codebook_from_config
 from vidcache.codec.frames import patchify, preprocess_frames
 from vidcache.codec.kmeans import kmeans
+from vidcache.config import check
+from vidcache.errors import DataError, VidcacheError
 
 
 def training_digest(items: Iterable[tuple[str, Sequence[int]]]) -> str:

@@ -103,7 +103,7 @@ def make_plots(rows: list[dict], out_dir: str | Path) -> list[Path]:
                     ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=run)
             for r in pr:
                 if r.get("step") is None:
-                    line = ax.axhline(r["metric"], linestyle="--", linewidth=1)
+                    line = ax.axhline(r["metric"], linestyle="--", linewidth=1, color="gray")
                     line.set_label(f"{r['checkpoint']} (no step)")
             ax.set_title(f"{ds} - {probe}")
             ax.set_xlabel(" / ".join(sorted(units)) or "step")

@@ -15,7 +15,6 @@ from __future__ import annotations
 import contextlib
 import re
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 import torch
@@ -25,8 +24,7 @@ from vidcache.cache import ArraySpec
 from vidcache.config import check, field, to_dict
 from vidcache.errors import ConfigError, VidcacheError
 from vidcache.extract.decode import BACKENDS, open_video
-from vidcache.extract.runner import (DistInfo, Summary, init_distributed, resolve_device, run_extraction,
-                                    run_extractions)
+from vidcache.extract.runner import DistInfo, Summary, init_distributed, resolve_device, run_extraction, run_extractions
 from vidcache.extract.sampling import boxes, frames_needed, parse_protocol, plan_clips
 from vidcache.extract.transforms import video_clips_tensor
 
@@ -336,6 +334,3 @@ def extract_clips_many(manifest, outs: list[str], cfg: ClipExtractConfig, backbo
         if created:
             torch.distributed.destroy_process_group()
 
-
-def describe_config(cfg: ClipExtractConfig) -> dict[str, Any]:
-    return to_dict(cfg)

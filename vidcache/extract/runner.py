@@ -59,18 +59,10 @@ class DistInfo:
 
 
 def resolve_device(device: str, dist: DistInfo | None = None) -> torch.device:
-    """'auto' picks this rank's GPU when there is one, else the CPU; 'cuda' means this rank's GPU."""
-    dist = dist or DistInfo.from_env()
-    if device in ("auto", "cuda"):
-        if torch.cuda.is_available():
-            return torch.device("cuda", dist.local_rank % torch.cuda.device_count())
-        if device == "cuda":
-            raise VidcacheError("--device cuda was asked for but CUDA is not available; use --device cpu")
-        return torch.device("cpu")
-    try:
-        return torch.device(device)
-    except RuntimeError:
-        raise VidcacheError(f"unknown device {device!r}; use auto, cpu, cuda or cuda:N") from None
+    """`vidcache.device.resolve_device` for this rank (torchrun's LOCAL_RANK picks the GPU)."""
+    from vidcache.device import resolve_device as _resolve
+
+    return _resolve(device, (dist or DistInfo.from_env()).local_rank)
 
 
 def _barrier(dist: DistInfo) -> None:

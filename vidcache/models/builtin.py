@@ -1,4 +1,4 @@
-"""Built-in backbones: `tiny`, `tiny_frame`, and the `vjepa:`, `vidcache:` and `torchscript:` loaders."""
+"""Built-in backbones: `tiny`, `tiny_frame`, `pixels`, and the `vjepa:`, `vidcache:` and `torchscript:` loaders."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from vidcache.errors import ConfigError, VidcacheError
@@ -23,8 +24,28 @@ from vidcache.models.registry import register_backbone, register_prefix
 from vidcache.models.vit import VisionTransformer, vit_from_size
 
 
+POOL_MODES = ("mean", "max_abs")
+
+
+def _pool(tokens: Tensor, mode: str) -> Tensor:
+    if mode == "max_abs":
+        return tokens.abs().amax(dim=1)
+    return tokens.mean(dim=1)
+
+
+def _describe_pool(described: dict[str, Any], mode: str) -> dict[str, Any]:
+    # Mean pooling is every backbone's default, so it adds no key and earlier store hashes hold.
+    return described if mode == "mean" else {**described, "pool": mode}
+
+
 class VideoViTBackbone(Backbone):
-    """A video VisionTransformer as a backbone; tokens are the ViT's normed outputs."""
+    """A video VisionTransformer as a backbone; tokens are the ViT's normed outputs.
+
+    `pool_mode` "mean" (the default) averages the tokens; "max_abs" takes each channel's largest
+    magnitude over the tokens, which keeps what a small moving object does to a few tokens.
+    """
+
+    pool_mode: str = "mean"
 
     def __init__(self, vit: VisionTransformer, *, num_frames: int | None = None, frame_stride: int = 1,
                  mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD):
@@ -43,9 +64,17 @@ class VideoViTBackbone(Backbone):
         check_video(video)
         return self.vit(video)
 
+    def pool(self, tokens: Tensor) -> Tensor:
+        return _pool(tokens, self.pool_mode)
+
+    def describe(self) -> dict[str, Any]:
+        return _describe_pool(super().describe(), self.pool_mode)
+
 
 class FrameViTBackbone(FrameBackbone):
     """An image VisionTransformer run on each frame: no token ever sees another frame."""
+
+    pool_mode: str = "mean"
 
     def __init__(self, vit: VisionTransformer, *, num_frames: int = 8, frame_stride: int = 1,
                  mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD):
@@ -60,6 +89,12 @@ class FrameViTBackbone(FrameBackbone):
     def encode_frames(self, frames: Tensor) -> Tensor:
         return self.vit(frames)
 
+    def pool(self, tokens: Tensor) -> Tensor:
+        return _pool(tokens, self.pool_mode)
+
+    def describe(self) -> dict[str, Any]:
+        return _describe_pool(super().describe(), self.pool_mode)
+
 
 def _seeded_vit(seed: int, size: str, **kwargs: Any) -> VisionTransformer:
     # fork_rng: building the modules draws from the global RNG before reset_parameters overwrites
@@ -73,6 +108,79 @@ def _seeded_vit(seed: int, size: str, **kwargs: Any) -> VisionTransformer:
     return vit
 
 
+def filter_bank(patch_size: int, tubelet_size: int = 1, speed: float = 1.5) -> Tensor:
+    """Fixed spatio-temporal filters over one RGB tubelet: `[n, 3, tubelet_size, patch_size, patch_size]`.
+
+    Each filter has unit L2 norm. In order:
+
+    - luminance: Gaussian-windowed spatial derivatives (G, Gx, Gy, Gxx, Gyy, Gxy; window sigma a
+      quarter of the patch) times temporal polynomials (constant, linear, quadratic; as many as the
+      tubelet has frames, up to 3): edges, blobs and their change over time;
+    - luminance motion (tubelets of 2+ frames): quadrature pairs (cosine, sine) of a grating of one
+      cycle per patch drifting at `speed` pixels per frame right, down, left and up. A pair's
+      energy is direction selective (Adelson & Bergen's motion energy), so a magnitude pooled over
+      tokens tells opposite motions apart where a linear filter's mean cannot;
+    - colour opponents (red-green, blue-yellow) times G, Gx, Gy and the first two temporal terms.
+
+    That is 38 filters for a 4 x 8 x 8 tubelet and 12 for a single frame.
+    """
+    p, t = patch_size, tubelet_size
+    c = (torch.arange(p, dtype=torch.float64) - (p - 1) / 2) / (p / 4)
+    yy, xx = torch.meshgrid(c, c, indexing="ij")
+    g = torch.exp(-(xx ** 2 + yy ** 2) / 2)
+    spatial = [g, xx * g, yy * g, (xx ** 2 - 1) * g, (yy ** 2 - 1) * g, xx * yy * g]
+    tt = torch.arange(t, dtype=torch.float64) - (t - 1) / 2
+    temporal = [torch.ones(t), tt, tt ** 2 - (tt ** 2).mean()][:min(t, 3)]
+    lum = torch.ones(3, dtype=torch.float64)
+    rg = torch.tensor([1.0, -1.0, 0.0], dtype=torch.float64)
+    by = torch.tensor([-0.5, -0.5, 1.0], dtype=torch.float64)
+
+    def lift(colour: Tensor, st: Tensor) -> Tensor:  # colour [3] x space-time [t, p, p]
+        return colour[:, None, None, None] * st[None]
+
+    filters = [lift(lum, q[:, None, None] * f[None]) for q in temporal for f in spatial]
+    if t > 1:
+        px = torch.arange(p, dtype=torch.float64) - (p - 1) / 2
+        py, qx = torch.meshgrid(px, px, indexing="ij")
+        window = torch.exp(-(qx ** 2 + py ** 2) / (2 * (p / 3) ** 2))
+        k = 2 * math.pi / p
+        for ux, uy in ((1, 0), (0, 1), (-1, 0), (0, -1)):
+            phase = k * ((qx * ux + py * uy)[None] - speed * tt[:, None, None])
+            filters += [lift(lum, phase.cos() * window), lift(lum, phase.sin() * window)]
+    for colour in (rg, by):
+        filters += [lift(colour, q[:, None, None] * f[None]) for q in temporal[:2] for f in spatial[:3]]
+    bank = torch.stack(filters)
+    return (bank / bank.flatten(1).norm(dim=1).view(-1, 1, 1, 1, 1)).float()
+
+
+# Filter outputs are scaled well above the sin-cos position table (values in [-1, 1]) that the
+# ViT adds next, so a token says what its tubelet holds rather than mostly where it is.
+_FILTER_GAIN = 10.0
+
+
+@torch.no_grad()
+def init_random_features(vit: VisionTransformer, seed: int, gain: float = _FILTER_GAIN) -> None:
+    """Make a randomly initialised ViT's patch embedding a fixed filter bank plus random filters.
+
+    jepa's init (std 0.02) leaves an untrained ViT close to linear, so the mean of its tokens is a
+    linear function of the mean tubelet: no shape, no motion. Here the patch embedding's first
+    channels are `filter_bank` (motion-energy and derivative filters), the others random filters
+    with fan-in scaled weights, all multiplied by `gain`; the transformer blocks keep their jepa
+    init. Deterministic for a seed. Used only by the built-in random backbones.
+    """
+    w = vit.patch_embed.proj.weight  # [D, 3, t, p, p] (video) or [D, 3, p, p] (image)
+    video = w.dim() == 5
+    t = w.shape[2] if video else 1
+    p = w.shape[-1]
+    bank = filter_bank(p, t)[: w.shape[0]]
+    fan_in = w[0].numel()
+    gen = torch.Generator().manual_seed(int(seed))
+    new = torch.randn(w.shape, generator=gen) / math.sqrt(fan_in)
+    new[: len(bank)] = bank if video else bank[:, :, 0]
+    w.copy_(new * gain)
+    vit.patch_embed.proj.bias.zero_()
+
+
 @register_backbone("tiny")
 def tiny(seed: int = 0, image_size: int = 64, num_frames: int = 8, frame_stride: int = 2,
          patch_size: int = 8, tubelet_size: int = 4, size: str = "vit_micro") -> Backbone:
@@ -80,10 +188,18 @@ def tiny(seed: int = 0, image_size: int = 64, num_frames: int = 8, frame_stride:
 
     Sized for a CPU demo: an 8 x 64 x 64 clip gives a 2 x 8 x 8 token grid (128 tokens) for about
     0.16 GFLOPs, a few ms per clip; tubelets of 4 frames halve the cost of tubelets of 2.
+
+    Untrained yet informative: the patch embedding starts as a bank of motion-energy and
+    derivative filters (`init_random_features`) and the clip embedding is each channel's largest
+    magnitude over the tokens (`pool_mode="max_abs"`), so linear and kNN probes see the direction
+    of motion, which the mean of a jepa-initialised random ViT's tokens does not carry.
     """
     vit = _seeded_vit(seed, size, img_size=image_size, num_frames=num_frames, patch_size=patch_size,
                       tubelet_size=tubelet_size)
-    return VideoViTBackbone(vit, frame_stride=frame_stride)
+    init_random_features(vit, seed)
+    model = VideoViTBackbone(vit, frame_stride=frame_stride)
+    model.pool_mode = "max_abs"
+    return model
 
 
 @register_backbone("tiny_frame")
@@ -92,12 +208,47 @@ def tiny_frame(seed: int = 0, image_size: int = 64, num_frames: int = 8, frame_s
     """Per-frame counterpart of `tiny`: an image ViT applied to each frame, with no time position.
 
     With 16-pixel patches it also yields 128 tokens per clip (8 frames x 4 x 4), at a similar cost.
+    Its patch embedding starts with the single-frame part of `filter_bank` and it pools by
+    largest magnitude, as `tiny` does.
 
-    Its pooled clip embedding is a mean over frames, so it cannot tell a clip from its reverse:
-    motion is visible only by comparing clips.
+    Its pooled clip embedding is symmetric in the frames, so it cannot tell a clip from its
+    reverse: motion is visible only by comparing clips.
     """
     vit = _seeded_vit(seed, size, img_size=image_size, num_frames=1, patch_size=patch_size)
-    return FrameViTBackbone(vit, num_frames=num_frames, frame_stride=frame_stride)
+    init_random_features(vit, seed)
+    model = FrameViTBackbone(vit, num_frames=num_frames, frame_stride=frame_stride)
+    model.pool_mode = "max_abs"
+    return model
+
+
+class PixelBackbone(FrameBackbone):
+    """Each frame average-pooled to a `grid x grid` RGB thumbnail: one `3 * grid**2`-d token per frame.
+
+    The classic no-learning baseline. Channels are in (channel, row, column) order. It has no
+    weights; its clip embedding, the mean thumbnail over the clip's frames, keeps where things are
+    but not in which order they came, so motion shows only across clips.
+    """
+
+    def __init__(self, grid: int = 8, image_size: int = 64, num_frames: int = 8, frame_stride: int = 2):
+        super().__init__()
+        if grid < 1 or image_size % grid:
+            raise ConfigError([f"image_size {image_size} must be a multiple of grid {grid} (grid >= 1)"],
+                              "backbone options")
+        self.grid = grid
+        self.set_input_spec(embed_dim=3 * grid * grid, num_frames=num_frames, image_size=image_size,
+                            patch_size=image_size, tubelet_size=1, frame_stride=frame_stride)
+
+    def encode_frames(self, frames: Tensor) -> Tensor:
+        return F.adaptive_avg_pool2d(frames, self.grid).flatten(1)[:, None]
+
+    def describe(self) -> dict[str, Any]:
+        return {**super().describe(), "grid": self.grid}
+
+
+@register_backbone("pixels")
+def pixels(grid: int = 8, image_size: int = 64, num_frames: int = 8, frame_stride: int = 2) -> Backbone:
+    """Per-frame `grid x grid` RGB thumbnails (192-d by default): a deterministic pixel baseline."""
+    return PixelBackbone(grid=grid, image_size=image_size, num_frames=num_frames, frame_stride=frame_stride)
 
 
 # --- facebookresearch/jepa checkpoints -----------------------------------------------------------

@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from vidcache.config import field
-from vidcache.errors import ConfigError
+from vidcache.device import resolve_device
 from vidcache.probe.data import ProbeData
 
 
@@ -120,14 +120,6 @@ class TrainConfig(ProbeConfig):
 
     def grid(self) -> list[dict]:
         return [{"lr": float(lr), "wd": float(wd)} for lr in self.lrs for wd in self.wds]
-
-
-def resolve_device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError([f"device {device!r} asked for but CUDA is not available; use --device cpu"], "device")
-    return torch.device(device)
 
 
 def lr_factor(step: int, total: int, warmup: int, final_ratio: float) -> float:

@@ -19,7 +19,6 @@ videos (`sample="video"`) with the clip boxes travelling as an extra per-view ar
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import time
 from dataclasses import dataclass

@@ -21,22 +21,15 @@ import numpy as np
 import torch
 
 import vidcache
-from vidcache.config import check, config_hash, diff_fields, hashed_dict, save_json, to_dict, from_dict
-from vidcache.errors import ConfigError, StoreError
+from vidcache.config import check, config_hash, diff_fields, from_dict, hashed_dict, save_json, to_dict
+from vidcache.device import resolve_device
+from vidcache.errors import StoreError
 from vidcache.scale.config import ScaleConfig
 from vidcache.scale.data import ClipSets, embedding_stats
 from vidcache.scale.losses import pretext_loss
 from vidcache.scale.model import SCALEModel
 
 MODEL_FILE, STATE_FILE, CONFIG_FILE, METRICS_FILE = "model.pt", "last.pt", "config.json", "metrics.jsonl"
-
-
-def resolve_device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError([f"device {device!r} asked for but CUDA is not available; use --device cpu"], "device")
-    return torch.device(device)
 
 
 def lr_at(step: int, total: int, warmup: int, lr: float, min_lr: float) -> float:
