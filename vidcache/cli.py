@@ -554,6 +554,87 @@ _register_scale()
 _register_pretrain()
 
 
+# ----------------------------------------------------------------------------------------------- eval
+@eval_app.command("run")
+def eval_run(plan: Optional[Path] = typer.Argument(None, help="plan TOML (docs/example_plan.toml)"),
+             output: Path = typer.Option(..., "-o", "--output", help="results folder (stores, results, plots)"),
+             checkpoint: List[str] = typer.Option([], help="quick run without a plan: checkpoint file, glob or "
+                                                           "backbone name (repeatable)"),
+             manifest: Optional[Path] = typer.Option(None, help="quick run: the dataset's manifest"),
+             probe: List[str] = typer.Option([], help="quick run: probes, e.g. linear,knn (repeatable)"),
+             dataset: str = typer.Option("", help="quick run: dataset name (default: the manifest's folder)"),
+             protocol: str = typer.Option("1x1", help="quick run: sampling protocol"),
+             tokens: str = typer.Option("none", help="quick run: none, full or pool:T,H,W"),
+             device: str = typer.Option("auto", help="quick run: auto, cpu, cuda"),
+             workers: int = typer.Option(2, help="quick run: decode workers"),
+             trust_checkpoint: bool = typer.Option(False, help="allow arbitrary pickles in checkpoints (unsafe)"),
+             live: bool = typer.Option(True, help="live table while it runs")) -> None:
+    """Evaluate many checkpoints x datasets x probes: one decode per dataset, stores and results keyed by
+    content, finished work skipped, a killed run resumes. Writes results.csv, results.json and plots.
+    Library: `vidcache.evaluate.run_plan`."""
+    from vidcache.evaluate import load_plan, plan_from_flags, rows_table, run_plan, run_plan_multi_gpu
+
+    if plan is not None and checkpoint:
+        raise typer.BadParameter("give a PLAN or --checkpoint/--manifest/--probe flags, not both")
+    if plan is None:
+        if not (checkpoint and manifest and probe):
+            raise typer.BadParameter("without a PLAN, give --checkpoint, --manifest and --probe")
+        p = plan_from_flags(checkpoint, str(manifest), [x for item in probe for x in item.split(",") if x],
+                            dataset=dataset, protocol=protocol, tokens=tokens, device=device, workers=workers,
+                            trust_checkpoint=trust_checkpoint)
+    else:
+        p = load_plan(_exists(plan, "plan"))
+    if len(p.run.devices) > 1:
+        rows = run_plan_multi_gpu(p, output)
+    else:
+        rows = run_plan(p, output, live=live and console.is_terminal)
+    out.print(rows_table(rows))
+    out.print(f"results: {output / 'results.csv'}, {output / 'results.json'}; plots in {output / 'plots'}")
+
+
+@eval_app.command("watch")
+def eval_watch(folder: Path = typer.Argument(..., help="checkpoint folder of a training run"),
+               plan: Path = typer.Option(..., help="plan TOML giving datasets and probes"),
+               output: Path = typer.Option(..., "-o", "--output", help="results folder (appended to)"),
+               poll: float = typer.Option(10.0, help="seconds between polls"),
+               format: str = typer.Option("auto", help="checkpoint format: auto, vidcache, vjepa, torchscript"),
+               name: str = typer.Option("", help="run name in tables and plots (default: the folder's name)")) -> None:
+    """Evaluate every new checkpoint of FOLDER once it is completely written; Ctrl-C stops cleanly.
+    Library: `vidcache.evaluate.watch`."""
+    from vidcache.evaluate import load_plan, watch
+
+    _exists(folder, "checkpoint folder")
+    done = watch(folder, load_plan(_exists(plan, "plan")), output, poll_s=poll, format=format, run_name=name,
+                 live=console.is_terminal)
+    out.print(f"evaluated {len(done)} checkpoint(s); results in {output}")
+
+
+@cache_app.command("prune")
+def cache_prune(results_dir: Path = typer.Argument(..., help="results folder of `vidcache eval run`"),
+                plan: Optional[Path] = typer.Option(None, help="keep only the stores this plan needs"),
+                older_than: Optional[float] = typer.Option(None, help="remove stores unused for this many days"),
+                yes: bool = typer.Option(False, "--yes", help="delete without asking")) -> None:
+    """Remove stores no plan needs any more (by plan, or by age), after listing them.
+    Library: `vidcache.evaluate.prune`."""
+    from vidcache.evaluate import load_plan, prune
+
+    _exists(results_dir, "results folder")
+    p = load_plan(_exists(plan, "plan")) if plan is not None else None
+    seconds = older_than * 86400 if older_than is not None else None
+    items = prune(results_dir, p, seconds, dry_run=True)
+    if not items:
+        out.print("nothing to prune")
+        return
+    for it in items:
+        out.print(f"  {it.path}  {it.bytes / 1e6:.1f} MB  {it.reason}")
+    total = sum(it.bytes for it in items) / 1e6
+    if not yes and not typer.confirm(f"delete these {len(items)} store(s), {total:.1f} MB?", default=False):
+        out.print("nothing deleted")
+        return
+    prune(results_dir, p, seconds, dry_run=False)
+    out.print(f"deleted {len(items)} store(s), {total:.1f} MB")
+
+
 # ----------------------------------------------------------------------------------------------- demo
 @app.command("demo")
 def demo(out_dir: Path = typer.Option(Path("vidcache-demo"), "-o", "--output", help="working folder"),

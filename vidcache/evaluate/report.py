@@ -151,7 +151,7 @@ def _fmt(v, pct: bool = False) -> str:
     if v is None:
         return "-"
     if pct:
-        return f"{100 * v:.1f}"
+        return f"{v:.1f}"
     return str(v)
 
 
