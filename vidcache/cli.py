@@ -226,8 +226,11 @@ def data_manifest(root: Path = typer.Argument(..., help="dataset root (videos)")
 @extract_app.command("clips")
 def extract_clips_cmd(
         manifest: Path = typer.Argument(..., help="manifest CSV (path,label,split)"),
-        output: str = typer.Option(..., "-o", "--output", help="clip store to write (path or fsspec URL)"),
-        backbone: str = typer.Option("tiny", help="backbone name or prefix:arg (`vidcache extract backbones`)"),
+        output: List[str] = typer.Option(..., "-o", "--output", help="clip store to write (path or fsspec URL); "
+                                                                       "one per --backbone"),
+        backbone: List[str] = typer.Option(["tiny"], help="backbone name or prefix:arg (`vidcache extract "
+                                                          "backbones`); repeat it to extract several backbones "
+                                                          "from one decode pass"),
         protocol: str = typer.Option("5x3", help="1x1, 5x3, 2x3, uniform:C or random:C:seed"),
         tokens: str = typer.Option("none", help="none, full, or pool:T,H,W (for attentive probes)"),
         batch_size: int = typer.Option(32, help="clips per forward pass"),
@@ -247,9 +250,12 @@ def extract_clips_cmd(
     Resumes by default; under torchrun every rank takes its own blocks.
     Library: `vidcache.extract.clips.extract_clips`."""
     from vidcache.data.manifest import read_manifest
-    from vidcache.extract.clips import ClipExtractConfig, extract_clips
+    from vidcache.extract.clips import ClipExtractConfig, extract_clips, extract_clips_many
 
-    cfg = ClipExtractConfig(backbone=backbone, backbone_options=_parse_options(backbone_option),
+    if len(output) != len(backbone):
+        raise typer.BadParameter(f"give one -o/--output per --backbone ({len(backbone)} backbones, "
+                                 f"{len(output)} outputs)")
+    cfg = ClipExtractConfig(backbone=backbone[0], backbone_options=_parse_options(backbone_option),
                             protocol=protocol, tokens=tokens, clip_len=clip_len, stride=stride,
                             crop_fraction=crop_fraction, dtype=dtype, batch_size=batch_size, workers=workers,
                             device=device, decode_timeout=decode_timeout, decoder=decoder,
@@ -261,13 +267,24 @@ def extract_clips_cmd(
     import time
 
     t0 = time.perf_counter()
-    with progress_bar(f"extracting {backbone}", len(m)) as update:
+    with progress_bar(f"extracting {', '.join(backbone)}", len(m)) as update:
         def on_progress(done: int, total: int, clips: int) -> None:
             dt = max(time.perf_counter() - t0, 1e-9)
             update(done, total, rate=f"{done / dt:.1f} videos/s {clips / dt:.0f} clips/s")
 
-        summary = extract_clips(m, output, cfg, overwrite=overwrite, progress=on_progress)
-    _report_extraction(summary)
+        if len(backbone) == 1:
+            summaries = [extract_clips(m, output[0], cfg, overwrite=overwrite, progress=on_progress)]
+        else:
+            summaries = extract_clips_many(m, list(output), cfg, list(backbone), overwrite=overwrite,
+                                           progress=on_progress)
+    failed = False
+    for summary in summaries:
+        try:
+            _report_extraction(summary)
+        except typer.Exit:
+            failed = True
+    if failed:
+        raise typer.Exit(EXIT_FAILURES)
 
 
 def _parse_options(items: List[str]) -> dict:

@@ -49,9 +49,14 @@ def test_extract_writes_embeddings_boxes_and_tokens(synth_corpus, tmp_path):
     # 2x3 on 32x32 frames, 16 frames, tiny = 8 frames at stride 2 (span 15): windows [0, 15) and [1, 16)
     np.testing.assert_allclose(out["box"][0, :, 2], [0, 0, 0, 1 / 16, 1 / 16, 1 / 16])
     np.testing.assert_allclose(out["box"][0, :, 5], [15 / 16] * 3 + [1.0] * 3)
-    # Pooled tokens average to the pooled embedding (mean over a grid = mean over all tokens).
-    np.testing.assert_allclose(out["tokens"].astype(np.float32).mean(2), out["emb"].astype(np.float32),
-                               atol=2e-3)
+    # pool:2,2,2 tokens are block averages of the full token grid.
+    full_cfg = ClipExtractConfig(protocol="2x3", tokens="full", workers=0, batch_size=5)
+    extract_clips(manifest, str(tmp_path / "full.zarr"), full_cfg)
+    full = Store.open(tmp_path / "full.zarr")
+    t, h, w = full.attrs["token_grid"]
+    tok = full.load(("tokens",))["tokens"].astype(np.float32).reshape(16, 6, t, h, w, 96)
+    pooled = tok.reshape(16, 6, 2, t // 2, 2, h // 2, 2, w // 2, 96).mean((3, 5, 7)).reshape(16, 6, 8, 96)
+    np.testing.assert_allclose(out["tokens"].astype(np.float32), pooled, atol=3e-3, rtol=3e-3)
     assert store.attrs["flops_per_clip"] > 0 and store.verify().ok
     assert len(store.config["backbone"]["weights"]) == 64
     # Batch size and worker count do not change the data, so the same store can be resumed with others.

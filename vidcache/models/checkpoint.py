@@ -59,6 +59,20 @@ def _unpickling_reason(err: Exception) -> str:
     return lines[0] if lines else type(err).__name__
 
 
+def _looks_like_torch_file(path: Path) -> bool:
+    """torch.save writes a zip archive (torch >= 1.6) or, in the legacy format, a pickle (first byte 0x80).
+
+    Checked first because torch's safe unpickler reports random bytes as forbidden Python objects,
+    which would wrongly advise --trust-checkpoint for a corrupt file.
+    """
+    import zipfile
+
+    if zipfile.is_zipfile(path):
+        return True
+    with open(path, "rb") as f:
+        return f.read(1) == b"\x80"
+
+
 def load_checkpoint(path: str | os.PathLike, *, trust: bool = False) -> Any:
     """Load a checkpoint on CPU: safetensors as a state dict, anything else with `torch.load`.
 
@@ -75,6 +89,9 @@ def load_checkpoint(path: str | os.PathLike, *, trust: bool = False) -> Any:
             return load_file(str(path), device="cpu")
         except Exception as err:  # safetensors raises its own SafetensorError for torn headers
             raise VidcacheError(f"cannot read safetensors file {path}: {err}") from err
+    if not _looks_like_torch_file(path):
+        raise VidcacheError(f"cannot read checkpoint {path}: not a PyTorch checkpoint (neither a zip archive "
+                            f"nor a pickle; the file is corrupt, truncated, or another kind of file)")
     try:
         return torch.load(path, map_location="cpu", weights_only=not trust)
     except pickle.UnpicklingError as err:
