@@ -24,9 +24,6 @@ from vidcache.models.registry import register_backbone, register_prefix
 from vidcache.models.vit import VisionTransformer, vit_from_size
 
 
-POOL_MODES = ("mean", "max_abs")
-
-
 def _pool(tokens: Tensor, mode: str) -> Tensor:
     if mode == "max_abs":
         return tokens.abs().amax(dim=1)
