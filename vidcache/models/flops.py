@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import torch
 from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
 
@@ -29,9 +31,19 @@ def count_flops(backbone: Backbone, clip_shape: tuple[int, int, int, int, int] |
     if clip_shape is None:
         clip_shape = (1, 3, backbone.num_frames, backbone.image_size, backbone.image_size)
     p = next(backbone.parameters(), None)
-    device = p.device if p is not None else torch.device("cpu")
     dtype = p.dtype if p is not None and p.is_floating_point() else torch.float32
-    clip = torch.zeros(clip_shape, device=device, dtype=dtype)
+    # On the meta device the count needs no arithmetic: a ViT-B clip on a CPU would otherwise cost
+    # a few seconds at every store creation. Models with ops that have no meta kernel (some hub
+    # models, scripted modules) are counted with a real forward pass instead.
+    try:
+        meta = copy.deepcopy(backbone).to("meta")
+        return _count(meta, torch.zeros(clip_shape, device="meta", dtype=dtype))
+    except Exception:
+        device = p.device if p is not None else torch.device("cpu")
+        return _count(backbone, torch.zeros(clip_shape, device=device, dtype=dtype))
+
+
+def _count(backbone: Backbone, clip: torch.Tensor) -> int:
     counter = FlopCounterMode(display=False, custom_mapping=_EXTRA_FORMULAS)
     with torch.no_grad(), counter:
         backbone.pool(backbone.forward_features(clip))
