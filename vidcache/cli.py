@@ -657,12 +657,16 @@ def cache_prune(results_dir: Path = typer.Argument(..., help="results folder of 
 def demo(out_dir: Path = typer.Option(Path("vidcache-demo"), "-o", "--output", help="working folder"),
          videos: int = typer.Option(240, help="videos in the synthetic corpus"),
          workers: int = typer.Option(2, help="decode workers"),
-         seed: int = typer.Option(0, help="seed of the corpus and the probes")) -> None:
-    """The main job on the built-in synthetic corpus and `tiny` backbone: synthesise, extract, probe.
-    Library: `vidcache.demo.run_demo`."""
+         seed: int = typer.Option(0, help="seed of the corpus and the probes"),
+         full: bool = typer.Option(False, "--full", help="also pretrain vit_micro from the codes (V-JEPA) and "
+                                                         "probe it next to its random init"),
+         pretrain_steps: int = typer.Option(300, help="--full: pretraining steps")) -> None:
+    """The main job on the built-in synthetic corpus and `tiny` backbone: synthesise, extract, probe,
+    compress to patch codes, aggregate with SCALE. Library: `vidcache.demo.run_demo`."""
     from vidcache.demo import run_demo
 
-    run_demo(out_dir, videos=videos, workers=workers, seed=seed, console=out, progress=progress_bar)
+    run_demo(out_dir, videos=videos, workers=workers, seed=seed, console=out, progress=progress_bar, full=full,
+             pretrain_steps=pretrain_steps)
 
 
 # ----------------------------------------------------------------------------------------------- entry
