@@ -23,8 +23,15 @@ import torch.nn.functional as F
 from vidcache.cache import ArraySpec
 from vidcache.config import check, field, to_dict
 from vidcache.errors import ConfigError, VidcacheError
-from vidcache.extract.decode import BACKENDS, open_video
-from vidcache.extract.runner import DistInfo, Summary, init_distributed, resolve_device, run_extraction, run_extractions
+from vidcache.extract.decode import open_video
+from vidcache.extract.runner import (
+    DistInfo,
+    Summary,
+    decode_problems,
+    init_distributed,
+    resolve_device,
+    run_extractions,
+)
 from vidcache.extract.sampling import boxes, frames_needed, parse_protocol, plan_clips
 from vidcache.extract.transforms import video_clips_tensor
 
@@ -71,13 +78,7 @@ class ClipExtractConfig:
             p.append(f"crop_fraction must be in (0, 1], got {self.crop_fraction}")
         if self.batch_size < 1:
             p.append(f"batch_size must be >= 1, got {self.batch_size}")
-        if self.workers < 0:
-            p.append(f"workers must be >= 0, got {self.workers}")
-        if self.decode_timeout <= 0:
-            p.append(f"decode_timeout must be > 0, got {self.decode_timeout}")
-        if self.decoder not in BACKENDS:
-            p.append(f"decoder must be one of {', '.join(BACKENDS)}, got {self.decoder!r}")
-        return p
+        return p + decode_problems(self.workers, self.decode_timeout, self.decoder)
 
 
 @dataclass
@@ -256,28 +257,9 @@ def extract_clips(manifest, out: str, cfg: ClipExtractConfig, *, overwrite: bool
     Resumes an existing store made with the same config; one made with another config is refused
     (naming the differing fields) unless `overwrite`. Under torchrun, each rank does its own blocks.
     """
-    from vidcache.models import create_backbone
-
-    check(cfg, "extract config")
-    dist = DistInfo.from_env()
-    device = resolve_device(cfg.device, dist)
-    if cfg.dtype == "fp16" and device.type == "cpu":
-        raise ConfigError(["dtype fp16 needs a GPU; use fp32 or bf16 on the CPU"], "extract config")
-    created = init_distributed(dist, device)
-    try:
-        if backbone is None:
-            options = dict(cfg.backbone_options)
-            if cfg.trust_checkpoint:
-                options["trust_checkpoint"] = True
-            backbone = create_backbone(cfg.backbone, **options)
-        backbone = backbone.to(device).eval()
-        job = ClipJob(cfg, backbone, device)
-        return run_extraction(job, manifest, out, workers=cfg.workers, timeout_s=cfg.decode_timeout,
-                              overwrite=overwrite, videos_per_block=cfg.videos_per_block, progress=progress,
-                              dist=dist, storage_options=storage_options, start_method=start_method)
-    finally:
-        if created:
-            torch.distributed.destroy_process_group()
+    return extract_clips_many(manifest, [out], cfg, [backbone if backbone is not None else cfg.backbone],
+                              overwrite=overwrite, progress=progress, storage_options=storage_options,
+                              start_method=start_method)[0]
 
 
 def preprocess_key(job: ClipJob) -> tuple:

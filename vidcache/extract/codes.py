@@ -17,8 +17,8 @@ import torch
 
 from vidcache.cache import ArraySpec
 from vidcache.config import check, field, to_dict
-from vidcache.extract.decode import BACKENDS, open_video
-from vidcache.extract.runner import DistInfo, Summary, init_distributed, resolve_device, run_extraction
+from vidcache.extract.decode import open_video
+from vidcache.extract.runner import DistInfo, Summary, decode_problems, init_distributed, resolve_device, run_extraction
 
 
 @dataclass
@@ -42,13 +42,7 @@ class CodeExtractConfig:
             p.append(f"fps must be > 0, got {self.fps}")
         if self.max_frames < 1:
             p.append(f"max_frames must be >= 1, got {self.max_frames}")
-        if self.workers < 0:
-            p.append(f"workers must be >= 0, got {self.workers}")
-        if self.decode_timeout <= 0:
-            p.append(f"decode_timeout must be > 0, got {self.decode_timeout}")
-        if self.decoder not in BACKENDS:
-            p.append(f"decoder must be one of {', '.join(BACKENDS)}, got {self.decoder!r}")
-        return p
+        return p + decode_problems(self.workers, self.decode_timeout, self.decoder)
 
 
 @dataclass

@@ -41,6 +41,20 @@ class Job(Protocol):
     def end_block(self) -> dict[str, np.ndarray]: ...  # data arrays of the block
 
 
+def decode_problems(workers: int, decode_timeout: float, decoder: str) -> list[str]:
+    """Validation of the decode options every extraction config shares."""
+    from vidcache.extract.decode import BACKENDS
+
+    p = []
+    if workers < 0:
+        p.append(f"workers must be >= 0, got {workers}")
+    if decode_timeout <= 0:
+        p.append(f"decode_timeout must be > 0, got {decode_timeout}")
+    if decoder not in BACKENDS:
+        p.append(f"decoder must be one of {', '.join(BACKENDS)}, got {decoder!r}")
+    return p
+
+
 @dataclass
 class DistInfo:
     rank: int = 0
