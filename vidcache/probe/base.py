@@ -6,6 +6,7 @@ mean over views) and how it builds one head; `GridProbe` does the rest through `
 
 from __future__ import annotations
 
+import abc
 import json
 import time
 from pathlib import Path
@@ -32,8 +33,8 @@ def as_probe_data(x: Any, y: np.ndarray | None = None) -> ProbeData:
     return ProbeData(x=x, y=np.zeros(len(x), dtype=np.int64) if y is None else y)
 
 
-class GridProbe:
-    """A probe trained as a grid of heads over lr x wd, selected on val."""
+class GridProbe(abc.ABC):
+    """A probe trained as a grid of heads over lr x wd, selected on val; subclasses give the head."""
 
     name = "grid"
     Config: type = TrainConfig
@@ -53,8 +54,9 @@ class GridProbe:
         """The split as the heads consume it (e.g. mean over views); identity by default."""
         return data
 
+    @abc.abstractmethod
     def make_head(self, dim: int, num_classes: int) -> nn.Module:
-        raise NotImplementedError
+        """A fresh head for `dim`-wide inputs and `num_classes` outputs (called once per grid entry)."""
 
     # ------------------------------------------------------------------ fit / predict
     def fit(self, train: ProbeData, val: ProbeData, on_step: Callable[[int, int], None] | None = None):
