@@ -33,6 +33,24 @@ def as_probe_data(x: Any, y: np.ndarray | None = None) -> ProbeData:
     return ProbeData(x=x, y=np.zeros(len(x), dtype=np.int64) if y is None else y)
 
 
+def check_labels(data: ProbeData, num_classes: int) -> None:
+    if len(data) and (data.y.max() >= num_classes or data.y.min() < 0):
+        raise DataError(f"split {data.split!r} has label {int(data.y.max())} but the probe has "
+                        f"{num_classes} classes; the store's class list and labels disagree")
+
+
+def evaluate_probe(probe, data: ProbeData, name: str | None) -> dict:
+    """Metrics of `probe.predict` on a split, recorded in `probe.metrics[name]`: every probe's evaluate."""
+    check_nonempty(data, data.split or name or "data")
+    check_labels(data, probe.num_classes)
+    t0 = time.perf_counter()
+    m = classification_metrics(probe.predict(data), data.y)
+    m["seconds"] = time.perf_counter() - t0
+    if name:
+        probe.metrics[name] = m
+    return m
+
+
 class GridProbe(abc.ABC):
     """A probe trained as a grid of heads over lr x wd, selected on val; subclasses give the head."""
 
@@ -66,8 +84,8 @@ class GridProbe(abc.ABC):
         train, val = self.prepare(train), self.prepare(val)
         if self.num_classes is None:
             self.num_classes = int(max(train.y.max(), val.y.max())) + 1
-        self._check_labels(train)
-        self._check_labels(val)
+        check_labels(train, self.num_classes)
+        check_labels(val, self.num_classes)
         self.dim = train.dim
         dim, k = self.dim, self.num_classes
         self.result = train_grid(lambda: self.make_head(dim, k), self.cfg.grid(), train, val, self.cfg, on_step)
@@ -76,10 +94,6 @@ class GridProbe(abc.ABC):
         self.metrics["val"] = self.evaluate(val, None)
         return self
 
-    def _check_labels(self, data: ProbeData) -> None:
-        if len(data) and (data.y.max() >= self.num_classes or data.y.min() < 0):
-            raise DataError(f"split {data.split!r} has label {int(data.y.max())} but the probe has "
-                            f"{self.num_classes} classes; the store's class list and labels disagree")
 
     def predict(self, x: ProbeData | np.ndarray) -> np.ndarray:
         """Probabilities [n, K] of the selected head, averaged over each video's views."""
@@ -99,14 +113,7 @@ class GridProbe(abc.ABC):
 
     def evaluate(self, data: ProbeData, name: str | None = "test") -> dict:
         """Metrics of the selected head on a split (recorded under `name` for results.json)."""
-        check_nonempty(data, data.split or name or "data")
-        self._check_labels(data)
-        t0 = time.perf_counter()
-        m = classification_metrics(self.predict(data), data.y)
-        m["seconds"] = time.perf_counter() - t0
-        if name:
-            self.metrics[name] = m
-        return m
+        return evaluate_probe(self, data, name)
 
     # ------------------------------------------------------------------ results and weights
     def selected(self) -> dict:

@@ -20,6 +20,7 @@ import numpy as np
 
 from vidcache.config import check, field, save_json
 from vidcache.errors import DataError
+from vidcache.probe.base import evaluate_probe
 from vidcache.probe.data import ProbeData, check_finite, check_nonempty
 from vidcache.probe.metrics import classification_metrics
 from vidcache.probe.train import ProbeConfig
@@ -185,16 +186,7 @@ class KNNProbe:
         return self._scores(data, [self.k])[self.k]
 
     def evaluate(self, data: ProbeData, name: str | None = "test") -> dict:
-        check_nonempty(data, data.split or name or "data")
-        if len(data) and data.y.max() >= self.num_classes:
-            raise DataError(f"split {data.split!r} has label {int(data.y.max())} but the probe has "
-                            f"{self.num_classes} classes")
-        t0 = time.perf_counter()
-        m = classification_metrics(self.predict(data), data.y)
-        m["seconds"] = time.perf_counter() - t0
-        if name:
-            self.metrics[name] = m
-        return m
+        return evaluate_probe(self, data, name)
 
     def selected(self) -> dict:
         return {"k": self.k, "temperature": self.cfg.temperature, "views": self.cfg.views}
