@@ -240,3 +240,29 @@ def test_long_videos_encode_and_keep_their_frame_count(tmp_path):
     m = synthesize(tmp_path / "c", SynthConfig(videos=2, classes=2, size=32, frames=64))
     with av.open(m.paths[0]) as c:
         assert sum(1 for _ in c.decode(video=0)) == 64
+
+
+def test_shared_look_gives_every_video_one_background_and_object():
+    def video(index, shared):
+        look = np.random.default_rng([3, 0x100C]) if shared else None
+        return render_video("motion_left", _video_rng(3, index), 32, 4, noise=0.0, look_rng=look)
+
+    (a, ia), (b, ib) = video(0, True), video(1, True)
+    assert ia["cx"][0] != ib["cx"][0]  # the trajectories stay per video
+
+    def background(info):  # pixels of frame 0 farther than 1.2 radii from the object (torus)
+        yy, xx = np.mgrid[:32, :32] + 0.5
+        d = lambda p, c: np.mod(p - c + 16, 32) - 16
+        return np.hypot(d(xx, info["cx"][0]), d(yy, info["cy"][0])) > 1.2 * info["radius"][0] + 1
+
+    both = background(ia) & background(ib)
+    assert both.sum() > 200
+    np.testing.assert_array_equal(a[0][both], b[0][both])
+    c, ic = video(1, False)  # without it, each video draws its own scene
+    assert np.abs(a[0][background(ia) & background(ic)].astype(int) - c[0][background(ia) & background(ic)]).mean() > 10
+
+
+def test_shared_look_corpus_is_a_config_field(tmp_path):
+    m = synthesize(tmp_path / "c", SynthConfig(videos=2, classes=2, size=16, frames=4, shared_look=True))
+    assert json.loads((tmp_path / "c" / "synth.json").read_text())["config"]["shared_look"] is True
+    assert len(m) == 2

@@ -73,6 +73,9 @@ class SynthConfig:
     test_fraction: float = field(0.15, help="fraction of each class in the test split")
     crf: int = field(23, help="x264 constant rate factor (0 = lossless, 51 = worst)")
     noise: float = field(3.0, help="std of the per-frame camera noise, in 0..255 grey levels")
+    shared_look: bool = field(False, help="give every video the same background and object colours "
+                                          "(drawn from the seed), so that videos of a class differ "
+                                          "only in where and how fast the object moves")
 
     def validate(self) -> list[str]:
         p = []
@@ -233,13 +236,18 @@ _APPEARANCE = {"disc": ("disc", "smooth"), "square": ("square", "smooth"), "tria
 
 
 def render_video(name: str, rng: np.random.Generator, size: int = 64, frames: int = 32,
-                 noise: float = 3.0) -> tuple[np.ndarray, dict]:
-    """One video of class `name` as uint8 [T, H, W, 3] RGB, plus its trajectory (for tests/plots)."""
+                 noise: float = 3.0, look_rng: np.random.Generator | None = None) -> tuple[np.ndarray, dict]:
+    """One video of class `name` as uint8 [T, H, W, 3] RGB, plus its trajectory (for tests/plots).
+
+    `look_rng`, when given, draws the background, the blob's outline and the object's colours
+    instead of `rng` (pass equally seeded generators to give videos one look).
+    """
     s = size
+    look = rng if look_rng is None else look_rng
     t = np.arange(frames, dtype=np.float64)
     shape, pattern = ("blob", "smooth") if class_kind(name) == "motion" else _APPEARANCE[name.split("_", 1)[1]]
     path = _trajectory(name, rng, t, s)
-    bg = _background(rng, s)
+    bg = _background(look, s)
 
     pix = np.arange(s, dtype=np.float32) + 0.5
     cx, cy = path.cx[:, None, None].astype(np.float32), path.cy[:, None, None].astype(np.float32)
@@ -257,10 +265,10 @@ def render_video(name: str, rng: np.random.Generator, size: int = 64, frames: in
     u = (c * ddx + sn * ddy) / r
     v = (-sn * ddx + c * ddy) / r
 
-    dist = _shape_distance(shape, u, v, rng)
+    dist = _shape_distance(shape, u, v, look)
     # ~1 pixel of antialiasing whatever the radius, then the global opacity (grow/shrink fades).
     mask = (np.clip((1 - dist) * r + 0.5, 0, 1) * path.alpha.astype(np.float32)[ti])[:, None]
-    colour = _fill(pattern, u, v, rng)
+    colour = _fill(pattern, u, v, look)
     video = np.repeat(bg[None], frames, axis=0)
     under = bg[yi, xi]
     video[ti, yi, xi] = under + (colour - under) * mask
@@ -288,8 +296,10 @@ def write_mp4(path: str | Path, video: np.ndarray, fps: int = 16, crf: int = 23)
     with av.open(str(tmp), mode="w", format="mp4") as out:
         stream = out.add_stream("libx264", rate=fps)
         stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
-        # One thread: x264's frame threads make the bitstream depend on scheduling.
-        stream.options = {"crf": str(crf), "preset": "medium", "threads": "1"}
+        # One thread: x264's frame threads make the bitstream depend on scheduling. No assembly:
+        # some x264 builds' SIMD paths read uninitialised padding, so the same frames encoded
+        # twice could differ; the C path is bit-stable and still takes milliseconds per video.
+        stream.options = {"crf": str(crf), "preset": "medium", "threads": "1", "x264-params": "asm=0"}
         stream.codec_context.thread_count = 1
         for i in range(t):
             frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(video[i]), format="rgb24")
@@ -308,7 +318,8 @@ def _video_rng(seed: int, index: int) -> np.random.Generator:
 
 
 def _make_video(cfg: SynthConfig, index: int, name: str, path: Path) -> None:
-    video, _ = render_video(name, _video_rng(cfg.seed, index), cfg.size, cfg.frames, cfg.noise)
+    look = np.random.default_rng([int(cfg.seed), 0x100C]) if cfg.shared_look else None
+    video, _ = render_video(name, _video_rng(cfg.seed, index), cfg.size, cfg.frames, cfg.noise, look)
     write_mp4(path, video, cfg.fps, cfg.crf)
 
 
