@@ -77,6 +77,33 @@ def test_batch_shapes_truncation_and_determinism():
             assert not set(e[i].tolist()) & set(p[i].tolist())
 
 
-@pytest.mark.parametrize("bad", [MaskSpec(0), MaskSpec(2, (0.5, 0.2)), MaskSpec(2, (0.5, 1.5))])
+@pytest.mark.parametrize("anchor", ["random", "end"])
+def test_time_limited_blocks_cover_their_span_and_end_anchored_ones_the_last_steps(anchor):
+    masker = MultiBlockMasks(8, 6, 6, [MaskSpec(2, (0.5, 0.5), (0.5, 0.5), temporal_anchor=anchor)])
+    g = torch.Generator().manual_seed(2)
+    starts = set()
+    for _ in range(40):
+        enc, pred = masker(1, g)
+        keep, _ = _grid_masks(masker, enc[0], pred[0], 0)
+        hidden_steps = (~keep).flatten(1).any(1).nonzero().squeeze(1).tolist()
+        assert 4 <= len(hidden_steps) <= 8  # two blocks of 4 of the 8 steps
+        starts.add(hidden_steps[0])
+        if anchor == "end":
+            assert hidden_steps == [4, 5, 6, 7]
+    if anchor == "random":
+        assert len(starts) >= 3
+
+
+def test_pretrain_config_passes_the_time_fields_to_the_masks():
+    from vidcache.pretrain.train import PretrainConfig
+
+    cfg = PretrainConfig(mask_time=0.5, mask_time_anchor="end")
+    assert [(s.temporal_scale, s.temporal_anchor) for s in cfg.mask_specs()] == [((0.5, 0.5), "end")] * 2
+    problems = PretrainConfig(mask_time=0.0, mask_time_anchor="middle").validate()
+    assert any("mask_time must" in p for p in problems) and any("mask_time_anchor" in p for p in problems)
+
+
+@pytest.mark.parametrize("bad", [MaskSpec(0), MaskSpec(2, (0.5, 0.2)), MaskSpec(2, (0.5, 1.5)),
+                                 MaskSpec(2, temporal_anchor="middle")])
 def test_invalid_specs_are_reported(bad):
     assert bad.validate()

@@ -37,6 +37,8 @@ class MaskSpec:
     spatial_scale: tuple[float, float] = field((0.15, 0.15), help="fraction of the frame one block covers (range)")
     temporal_scale: tuple[float, float] = field((1.0, 1.0), help="fraction of the clip's time steps a block spans")
     aspect_ratio: tuple[float, float] = field((0.75, 1.5), help="block height / width (range)")
+    temporal_anchor: str = field("random", help="where a block shorter than the clip starts: 'random' "
+                                                "or 'end' (the last time steps: predict the future)")
 
     def validate(self) -> list[str]:
         p = []
@@ -49,6 +51,8 @@ class MaskSpec:
         for name in ("spatial_scale", "temporal_scale"):
             if getattr(self, name)[1] > 1:
                 p.append(f"{name} must be at most 1, got {getattr(self, name)}")
+        if self.temporal_anchor not in ("random", "end"):
+            p.append(f"temporal_anchor must be 'random' or 'end', got {self.temporal_anchor!r}")
         return p
 
 
@@ -81,7 +85,8 @@ class MultiBlockMasks:
         w = min(self.width, max(1, int(round(math.sqrt(area / ratio)))))
         return t, h, w
 
-    def _visible(self, size: tuple[int, int, int], num_blocks: int, generator: torch.Generator) -> Tensor:
+    def _visible(self, size: tuple[int, int, int], num_blocks: int, generator: torch.Generator,
+                 anchor: str = "random") -> Tensor:
         """Bool grid [T, H, W], True where no block covers the token."""
         t, h, w = size
         keep = torch.ones(self.depth, self.height, self.width, dtype=torch.bool)
@@ -89,13 +94,15 @@ class MultiBlockMasks:
             top = int(torch.randint(0, self.height - h + 1, (1,), generator=generator))
             left = int(torch.randint(0, self.width - w + 1, (1,), generator=generator))
             start = int(torch.randint(0, self.depth - t + 1, (1,), generator=generator))
+            if anchor == "end":  # drawn all the same, so 'random' and 'end' consume the generator alike
+                start = self.depth - t
             keep[start:start + t, top:top + h, left:left + w] = False
         return keep
 
     def sample_one(self, spec: MaskSpec, size: tuple[int, int, int], generator: torch.Generator) -> Tensor:
         """Visible-token grid of one clip; never all hidden, never all visible."""
         for _ in range(MAX_REDRAWS):
-            keep = self._visible(size, spec.num_blocks, generator)
+            keep = self._visible(size, spec.num_blocks, generator, spec.temporal_anchor)
             if keep.any():
                 return keep
         # Every redraw hid the whole clip: reveal one random token so the context is not empty.

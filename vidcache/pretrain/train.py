@@ -79,6 +79,10 @@ class PretrainConfig:
     mask_blocks: tuple[int, ...] = field((8, 2), help="blocks per mask, one entry per mask kind")
     mask_scales: tuple[float, ...] = field((0.15, 0.7), help="spatial scale of one block, per mask kind")
     mask_aspect: tuple[float, float] = field((0.75, 1.5), help="block aspect-ratio range")
+    mask_time: float = field(1.0, help="fraction of the clip's time steps a block spans (1 = all, as "
+                                       "in V-JEPA; less also asks the predictor to fill in time)")
+    mask_time_anchor: str = field("random", help="where shorter blocks sit in time: random, or end "
+                                                 "(the predictor forecasts the clip's last steps)")
     steps: int = field(1000, help="total optimiser steps", hashed=False)
     batch_size: int = field(32, help="global batch (split evenly over the ranks)")
     lr: float = field(6.25e-4, help="peak learning rate")
@@ -133,6 +137,10 @@ class PretrainConfig:
             p.append(f"mask_blocks {self.mask_blocks} and mask_scales {self.mask_scales} need one entry per mask kind")
         if any(b < 1 for b in self.mask_blocks) or any(not 0 < s <= 1 for s in self.mask_scales):
             p.append("mask_blocks must be >= 1 and mask_scales in (0, 1]")
+        if not 0 < self.mask_time <= 1:
+            p.append(f"mask_time must be a fraction in (0, 1], got {self.mask_time}")
+        if self.mask_time_anchor not in ("random", "end"):
+            p.append(f"mask_time_anchor must be random or end, got {self.mask_time_anchor!r}")
         if self.pred_dim % 2 or (self.pred_dim // 2) % 2:
             p.append(f"pred_dim must be a multiple of 4 (sin-cos positions), got {self.pred_dim}")
         for name in ("lr", "start_lr", "final_lr", "weight_decay", "final_weight_decay"):
@@ -155,7 +163,8 @@ class PretrainConfig:
         return p
 
     def mask_specs(self) -> list[MaskSpec]:
-        return [MaskSpec(int(b), (float(s), float(s)), (1.0, 1.0), tuple(self.mask_aspect))
+        return [MaskSpec(int(b), (float(s), float(s)), (float(self.mask_time), float(self.mask_time)),
+                         tuple(self.mask_aspect), self.mask_time_anchor)
                 for b, s in zip(self.mask_blocks, self.mask_scales)]
 
 
