@@ -136,6 +136,36 @@ def test_code_decoder_matches_numpy(normalise):
     assert "codebook" in dec.state_dict()
 
 
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.int64])
+def test_code_decoder_lays_out_exactly_the_codebook_tiles(dtype):
+    """The row gather writes each tile's pixels bit for bit where a tile gather + permute puts them."""
+    rng = np.random.default_rng(1)
+    for patch, (b, t, h, w) in ((3, (2, 3, 4, 5)), (4, (1, 2, 3, 3))):
+        dec = CodeDecoder(_codebook(k=50, patch=patch, size=4 * patch), mean=(0.485, 0.456, 0.406),
+                          std=(0.229, 0.224, 0.225))
+        codes = rng.integers(0, 50, (b, t, h, w)).astype(dtype)
+        out = dec(torch.from_numpy(codes))
+        assert out.shape == (b, 3, t, h * patch, w * patch) and out.dtype == torch.float32
+        tiles = dec.codebook[torch.from_numpy(codes.astype(np.int64))].view(b, t, h, w, patch, patch, 3)
+        ref = tiles.permute(0, 6, 1, 2, 4, 3, 5).reshape(b, 3, t, h * patch, w * patch)
+        assert torch.equal(out, ref)
+        # One pixel by hand: clip 0, frame 1, cell (row 1, column 2), tile pixel (y 1, x 2), blue.
+        tile = dec.codebook[int(codes[0, 1, 1, 2])].view(patch, patch, 3)
+        assert out[0, 2, 1, patch + 1, 2 * patch + 2] == tile[1, 2, 2]
+        # A strided view decodes like its contiguous copy.
+        view = torch.from_numpy(codes).transpose(2, 3)
+        assert torch.equal(dec(view), dec(view.contiguous()))
+
+
+def test_code_decoder_saves_only_the_codebook_and_follows_a_loaded_one():
+    a, b = CodeDecoder(_codebook(k=40, seed=0)), CodeDecoder(_codebook(k=40, seed=1))
+    assert set(a.state_dict()) == {"codebook"}
+    codes = torch.from_numpy(np.random.default_rng(2).integers(0, 40, (2, 3, 4, 4)))
+    assert not torch.equal(a(codes), b(codes))
+    a.load_state_dict(b.state_dict())
+    assert torch.equal(a(codes), b(codes))
+
+
 # ---------------------------------------------------------------- PSNR, evaluation
 
 def test_psnr_golden():

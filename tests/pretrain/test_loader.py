@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from vidcache.cache import Store
-from vidcache.codec import CodeDecoder, preprocess_frames, select_frames
+from vidcache.codec import CodeDecoder, decode_codes_np, preprocess_frames, select_frames
 from vidcache.extract.decode import open_video
 from vidcache.models.backbone import IMAGENET_MEAN, IMAGENET_STD
 from vidcache.pretrain.loader import (
@@ -16,8 +16,11 @@ from vidcache.pretrain.loader import (
     Mp4ClipDataset,
     StreamSampler,
     collate,
+    collate_arrays,
     crop_codes,
+    crop_index,
     make_loader,
+    mirror_tiles,
 )
 
 
@@ -72,6 +75,69 @@ def test_crop_and_flip_on_codes_equal_cropping_decoded_pixels(code_store, source
     torch.testing.assert_close(got.permute(1, 2, 3, 0), full[:, rows][:, :, cols], rtol=0, atol=1e-3)
 
 
+def _random_crop_keys(source, sampling, count=12):
+    """Keys whose clips include flipped and unflipped ones (asserted, so the tests cover both)."""
+    keys = [(int(i) % len(source), 200 + 7 * int(i)) for i in range(count)]
+    flips = [sampling(int(source.num_code_frames[i]), source.grid, pos)[2] for i, pos in keys]
+    assert any(flips) and not all(flips)
+    return keys
+
+
+@pytest.mark.parametrize("out_grid, scale", [(6, (0.3, 1.0)), (8, (0.3, 1.0)), (8, (1.0, 1.0)), (5, (0.05, 0.2))])
+def test_batched_clips_equal_clips_cut_one_by_one(source, out_grid, scale):
+    """One gather for the batch cuts what `crop_codes` cuts per clip: stretched boxes, plain crops, flips."""
+    sampling = ClipSampling(length=6, stride=3, out_grid=out_grid, crop_scale=scale, seed=11)
+    keys = _random_crop_keys(source, sampling)
+    items = CodeClipDataset(source, sampling).__getitems__(keys)
+    for (i, pos), item in zip(keys, items):
+        frames, box, flip = sampling(int(source.num_code_frames[i]), source.grid, pos)
+        ref = crop_codes(source.codes[i, frames], box, out_grid, flip)
+        assert item["codes"].dtype == source.codes.dtype == np.uint16  # K = 300 codes travel as 2 bytes
+        np.testing.assert_array_equal(item["codes"], ref)
+        assert item["flip"] == flip and item["index"] == i
+    # A single item is the same clip as in a batch.
+    np.testing.assert_array_equal(CodeClipDataset(source, sampling)[keys[3]]["codes"], items[3]["codes"])
+
+
+def test_batch_decode_equals_per_clip_code_decoder_and_pixel_crops(source):
+    """A batch with flips decodes exactly as each clip alone through a CodeDecoder of the plain or the
+    mirrored codebook, and equals cropping, resampling and flipping the decoded full frames."""
+    p = source.patch
+    sampling = ClipSampling(length=4, stride=2, out_grid=6, seed=4)
+    keys = _random_crop_keys(source, sampling, count=8)
+    batch = collate(CodeClipDataset(source, sampling).__getitems__(keys))
+    video = ClipDecoder(source.centroids, p, IMAGENET_MEAN, IMAGENET_STD)(batch["codes"], batch["flip"])
+    assert video.shape == (8, 3, 4, 24, 24)
+    plain = CodeDecoder(source.centroids, p, mean=IMAGENET_MEAN, std=IMAGENET_STD)
+    mirrored = CodeDecoder(mirror_tiles(source.centroids, p), p, mean=IMAGENET_MEAN, std=IMAGENET_STD)
+    pixels = ClipDecoder(source.centroids, p, (0, 0, 0), (1 / 255, 1 / 255, 1 / 255))(batch["codes"], batch["flip"])
+    for b, (i, pos) in enumerate(keys):
+        frames, box, flip = sampling(int(source.num_code_frames[i]), source.grid, pos)
+        ref = (mirrored if flip else plain)(batch["codes"][b:b + 1])[0]
+        assert torch.equal(video[b], ref)
+        # In pixels: decode the whole frames, take the box's cells (nearest cell), mirror if flipped.
+        full = decode_codes_np(source.codes[i, frames], source.centroids, p)  # [T, 32, 32, 3] 0..255
+        ys, xs = crop_index(box, 6)
+        rows = (ys[:, None] * p + np.arange(p)).ravel()
+        cols = (xs[:, None] * p + np.arange(p)).ravel()
+        crop = full[:, rows][:, :, cols]
+        if flip:
+            crop = crop[:, :, ::-1]
+        np.testing.assert_allclose(pixels[b].permute(1, 2, 3, 0).numpy(), crop, rtol=0, atol=1e-3)
+
+
+def test_small_arrays_leave_workers_as_numpy_and_batches_arrive_as_tensors(source):
+    codes = [{"codes": np.zeros((4, 6, 6), np.uint16), "flip": True, "index": 3}] * 2
+    pixels = [{"pixels": np.zeros((16, 128, 128, 3), np.uint8), "flip": False, "index": 1}] * 2
+    small, big = collate_arrays(codes), collate_arrays(pixels)
+    assert isinstance(small["codes"], np.ndarray) and small["codes"].shape == (2, 4, 6, 6)
+    assert isinstance(big["pixels"], torch.Tensor) and big["pixels"].shape == (2, 16, 128, 128, 3)  # 1.5 MB
+    assert small["flip"].tolist() == [True, True] and small["index"].tolist() == [3, 3]
+    batch = collate(codes)
+    assert batch["codes"].dtype == torch.uint16 and batch["flip"].dtype == torch.bool
+    assert batch["index"].dtype == torch.int64
+
+
 def test_mp4_clips_match_the_same_frames_decoded_from_the_videos(source):
     sampling = ClipSampling(length=4, stride=2, out_grid=source.grid, crop_scale=(1.0, 1.0), crop_aspect=(1.0, 1.0),
                             flip=False, seed=1)
@@ -115,6 +181,8 @@ def test_loader_is_deterministic_with_worker_processes(source):
 
     a, b = batches(0), batches(2)
     for x, y in zip(a, b):
+        assert all(isinstance(v, torch.Tensor) for v in (*x.values(), *y.values()))
         assert torch.equal(x["codes"], y["codes"]) and torch.equal(x["flip"], y["flip"])
-        assert x["codes"].shape == (4, 4, 6, 6)
+        assert torch.equal(x["index"], y["index"])
+        assert x["codes"].shape == (4, 4, 6, 6) and x["codes"].dtype == torch.uint16
     assert not torch.equal(a[0]["codes"], a[1]["codes"])
