@@ -20,6 +20,12 @@ import time
 from pathlib import Path
 
 import numpy as np
+
+# Before torch, so `python benchmarks/bench_pretrain.py` runs with the package's OpenMP defaults
+# (passive waiting) as `python -m benchmarks...` and `vidcache pretrain` do. With torch first, the
+# main process's OpenMP threads spin and take the cores the loader workers need: on 2 cores shared
+# with another busy process, the codes loader measured 3x and the mp4 loader up to 1.3x slower.
+import vidcache  # noqa: F401  (before torch: OpenMP defaults)
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -49,9 +55,15 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def loader_fps(url: str, kind: str, *, num_frames: int, stride: int, batch: int, batches: int, workers: int,
-               device: torch.device) -> float:
-    """Frames/s of normalised clips on `device`, after one warm-up batch (workers started)."""
+def loader_fps(url: str, kind: str, *, num_frames: int, stride: int, batch: int, batches: int, min_seconds: float,
+               workers: int, device: torch.device) -> float:
+    """Frames/s of normalised clips on `device`, after one warm-up batch (workers started).
+
+    Timed over at least `batches` batches and `min_seconds`, so both loaders are measured over
+    a similar stretch of time: a fixed batch count gave the faster loader a window of a few
+    scheduler time slices, which the workers' start-up burst (filling their prefetch queues)
+    and any other process on the cores could fill.
+    """
     from vidcache.models.backbone import IMAGENET_MEAN, IMAGENET_STD
     from vidcache.pretrain.loader import (ClipDecoder, ClipSampling, CodeClipDataset, CodeSource, Mp4ClipDataset,
                                           PixelDecoder, StreamSampler, make_loader)
@@ -65,15 +77,17 @@ def loader_fps(url: str, kind: str, *, num_frames: int, stride: int, batch: int,
     b = next(it)
     dec(b.get("codes", b.get("pixels")), b["flip"])
     _sync(device)
+    done = 0
     t = time.perf_counter()
-    for _ in range(batches):
+    while done < batches or time.perf_counter() - t < min_seconds:
         b = next(it)
         video = dec(b.get("codes", b.get("pixels")), b["flip"])
+        done += 1
     _sync(device)
     seconds = time.perf_counter() - t
     del it
     assert video.shape[2] == num_frames
-    return batches * batch * num_frames / seconds
+    return done * batch * num_frames / seconds
 
 
 def train_steps_per_s(url: str, kind: str, out: Path, *, model: str, num_frames: int, batch: int, steps: int,
@@ -152,7 +166,8 @@ def main(argv=None) -> dict:
                  patch=8)
     learn = dict(videos=96 if quick else 240, size=32, frames=32, k=256, patch=4)
     cfg = {"quick": quick, "loader_corpus": sizes, "learning_corpus": learn, "workers": args.workers,
-           "loader_batch": 8, "loader_batches": 6 if quick else 30, "clip": "16 frames, stride 2",
+           "loader_batch": 8, "loader_batches": 6 if quick else 30, "loader_min_seconds": 1.0 if quick else 3.0,
+           "clip": "16 frames, stride 2",
            "train_model": "vit_small", "train_steps": 2 if quick else 10,
            "learning_steps": 40 if quick else 400, "learning_batch": 16}
     report = Report("pretrain", cfg, args.device)
@@ -166,7 +181,8 @@ def main(argv=None) -> dict:
         fps = {}
         for kind in ("codes", "mp4"):
             fps[kind] = loader_fps(url, kind, num_frames=16, stride=2, batch=cfg["loader_batch"],
-                                   batches=cfg["loader_batches"], workers=args.workers, device=device)
+                                   batches=cfg["loader_batches"], min_seconds=cfg["loader_min_seconds"],
+                                   workers=args.workers, device=device)
             report.figure(f"loader_{kind}_frames_per_s", fps[kind], "{:.0f}")
         ratio = fps["codes"] / fps["mp4"]
         report.figure("loader_ratio", ratio, "{:.2f}")
