@@ -20,9 +20,9 @@ import tempfile
 import time
 from pathlib import Path
 
+import vidcache  # noqa: F401  (before torch: its OpenMP defaults apply only then)
 import torch
 
-import vidcache  # noqa: F401  (before torch: OpenMP defaults)
 from benchmarks.common import Report, parser
 from vidcache.data.synth import SynthConfig, synthesize
 from vidcache.extract.clips import ClipExtractConfig, ClipJob, extract_clips

@@ -19,6 +19,8 @@ from __future__ import annotations
 import time
 
 import numpy as np
+
+import vidcache  # noqa: F401  (before torch: its OpenMP defaults apply only then)
 import torch
 
 from benchmarks.common import Report, parser
