@@ -10,9 +10,10 @@ all augmentation on them, at patch granularity, before any pixel exists:
   flipped clip reverses its code columns and indexes the mirrored half.
 
 Worker processes only gather small integer arrays (a batch at a time, sent back as numpy);
-`ClipDecoder` turns a batch into normalised pixels on the device with one gather. `Mp4ClipDataset` produces the same clips (same videos, frames,
-crop boxes and flips for a seed) by decoding the mp4s, for throughput comparisons and for users
-without a code store; `PixelDecoder` normalises its batches on the device.
+`ClipDecoder` turns a batch into normalised pixels on the device with one gather. `Mp4ClipDataset`
+produces the same clips (same videos, frames, crop boxes and flips for a seed) by decoding the
+mp4s, for throughput comparisons and for users without a code store; `PixelDecoder` normalises its
+batches on the device.
 
 Determinism: every random choice of a clip comes from `numpy.random.default_rng([seed, position])`
 where `position` is the clip's place in the endless training stream, and the stream's order from

@@ -27,6 +27,8 @@ from vidcache.config import field
 # Redraws of the block positions before a clip's context is forced to keep one token: on tiny grids
 # two long-range blocks can cover everything, and a context of zero tokens has nothing to encode.
 MAX_REDRAWS = 20
+# Where a block shorter than the clip sits in time; 'end' hides the last steps (forecasting).
+TEMPORAL_ANCHORS = ("random", "end")
 
 
 @dataclass
@@ -51,8 +53,8 @@ class MaskSpec:
         for name in ("spatial_scale", "temporal_scale"):
             if getattr(self, name)[1] > 1:
                 p.append(f"{name} must be at most 1, got {getattr(self, name)}")
-        if self.temporal_anchor not in ("random", "end"):
-            p.append(f"temporal_anchor must be 'random' or 'end', got {self.temporal_anchor!r}")
+        if self.temporal_anchor not in TEMPORAL_ANCHORS:
+            p.append(f"temporal_anchor must be one of {', '.join(TEMPORAL_ANCHORS)}, got {self.temporal_anchor!r}")
         return p
 
 

@@ -50,7 +50,7 @@ from vidcache.pretrain.loader import (
     make_loader,
     out_grid_for,
 )
-from vidcache.pretrain.masks import MaskSpec, MultiBlockMasks
+from vidcache.pretrain.masks import TEMPORAL_ANCHORS, MaskSpec, MultiBlockMasks
 from vidcache.pretrain.vjepa import VJEPA, build_vjepa, cosine, linear, param_groups, warmup_cosine
 
 CKPT_RE = re.compile(r"^ckpt_(\d{6,})\.pt$")
@@ -139,8 +139,8 @@ class PretrainConfig:
             p.append("mask_blocks must be >= 1 and mask_scales in (0, 1]")
         if not 0 < self.mask_time <= 1:
             p.append(f"mask_time must be a fraction in (0, 1], got {self.mask_time}")
-        if self.mask_time_anchor not in ("random", "end"):
-            p.append(f"mask_time_anchor must be random or end, got {self.mask_time_anchor!r}")
+        if self.mask_time_anchor not in TEMPORAL_ANCHORS:
+            p.append(f"mask_time_anchor must be one of {', '.join(TEMPORAL_ANCHORS)}, got {self.mask_time_anchor!r}")
         if self.pred_dim % 2 or (self.pred_dim // 2) % 2:
             p.append(f"pred_dim must be a multiple of 4 (sin-cos positions), got {self.pred_dim}")
         for name in ("lr", "start_lr", "final_lr", "weight_decay", "final_weight_decay"):
