@@ -71,8 +71,9 @@ def loader_fps(url: str, kind: str, *, num_frames: int, stride: int, batch: int,
     src = CodeSource.from_store(url, split=None)
     sampling = ClipSampling(num_frames, stride, src.grid, seed=0)
     ds = CodeClipDataset(src, sampling) if kind == "codes" else Mp4ClipDataset(src, sampling)
-    dec = (ClipDecoder(src.centroids, src.patch, IMAGENET_MEAN, IMAGENET_STD) if kind == "codes"
-           else PixelDecoder(IMAGENET_MEAN, IMAGENET_STD)).to(device)
+    # Both decoders write into one reused output, as the trainer's do.
+    dec = (ClipDecoder(src.centroids, src.patch, IMAGENET_MEAN, IMAGENET_STD, reuse_output=True) if kind == "codes"
+           else PixelDecoder(IMAGENET_MEAN, IMAGENET_STD, reuse_output=True)).to(device)
     it = iter(make_loader(ds, StreamSampler(len(src), batch, seed=0), workers, pin_memory=device.type == "cuda"))
     b = next(it)
     dec(b.get("codes", b.get("pixels")), b["flip"])

@@ -14,6 +14,7 @@ from vidcache.pretrain.loader import (
     CodeClipDataset,
     CodeSource,
     Mp4ClipDataset,
+    PixelDecoder,
     StreamSampler,
     collate,
     collate_arrays,
@@ -124,6 +125,32 @@ def test_batch_decode_equals_per_clip_code_decoder_and_pixel_crops(source):
         if flip:
             crop = crop[:, :, ::-1]
         np.testing.assert_allclose(pixels[b].permute(1, 2, 3, 0).numpy(), crop, rtol=0, atol=1e-3)
+
+
+def test_reused_output_decodes_the_same_bits_into_one_buffer(source):
+    """reuse_output: every batch lands in the same tensor, bit-identical to a fresh decode; a new
+    batch shape gets a new buffer; a wrong `out` is refused."""
+    p = source.patch
+    ds = CodeClipDataset(source, ClipSampling(length=4, stride=2, out_grid=6, seed=4))
+    fresh = ClipDecoder(source.centroids, p, IMAGENET_MEAN, IMAGENET_STD)
+    reused = ClipDecoder(source.centroids, p, IMAGENET_MEAN, IMAGENET_STD, reuse_output=True)
+    first = None
+    for keys in ([(0, 1), (1, 2), (2, 3)], [(3, 4), (4, 5), (5, 6)]):
+        batch = collate(ds.__getitems__(keys))
+        got = reused(batch["codes"], batch["flip"])
+        first = got if first is None else first
+        assert got.data_ptr() == first.data_ptr()
+        assert torch.equal(got, fresh(batch["codes"], batch["flip"]))
+    batch = collate(ds.__getitems__([(0, 9)]))
+    assert reused(batch["codes"], batch["flip"]).shape[0] == 1
+    with pytest.raises(ValueError, match="out must be"):
+        CodeDecoder(source.centroids, p)(torch.zeros(1, 2, 3, 3, dtype=torch.int64), out=torch.empty(1, 3, 2, 9, 9))
+
+    pixels = torch.randint(0, 256, (2, 4, 8, 8, 3), dtype=torch.uint8)
+    plain, kept = PixelDecoder(IMAGENET_MEAN, IMAGENET_STD), PixelDecoder(IMAGENET_MEAN, IMAGENET_STD, reuse_output=True)
+    a = kept(pixels)
+    assert torch.equal(a, plain(pixels)) and a.shape == (2, 3, 4, 8, 8)
+    assert kept(pixels.flip(0)).data_ptr() == a.data_ptr() and torch.equal(a, plain(pixels.flip(0)))
 
 
 def test_small_arrays_leave_workers_as_numpy_and_batches_arrive_as_tensors(source):

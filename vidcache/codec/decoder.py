@@ -85,18 +85,27 @@ class CodeDecoder(nn.Module):
     def k(self) -> int:
         return self.codebook.shape[0]
 
-    def forward(self, codes: Tensor) -> Tensor:
+    def forward(self, codes: Tensor, out: Tensor | None = None) -> Tensor:
+        """Decode; `out`, when given, is a contiguous float32 [B, 3, T, h*p, w*p] tensor on the
+        codebook's device that receives the pixels (and is returned) instead of a new tensor."""
         if codes.ndim != 4:
             raise ValueError(f"codes must be [B, T, h, w], got shape {tuple(codes.shape)}")
         b, t, h, w = codes.shape
         p = self.patch
+        shape = (b, 3, t, h * p, w * p)
+        if out is not None and (tuple(out.shape) != shape or out.dtype != self.rows.dtype
+                                or out.device != self.rows.device or not out.is_contiguous()):
+            raise ValueError(f"out must be a contiguous {self.rows.dtype} tensor of shape {shape} on "
+                             f"{self.rows.device}, got {out.dtype} {tuple(out.shape)} on {out.device}")
         # torch's uint16 supports few ops; index_select wants int64 (int32 measured slower on CPU).
         idx = codes.to(device=self.rows.device, dtype=torch.int64).contiguous()
         # Output [B, 3, T, h*p, w*p] seen as [B, 3, T, h, p, w, p]: the last axis is one row of p
         # pixels, and the row index of everything before it is code * 3p + channel * p + y.
         rows = (idx * (3 * p)).view(b, 1, t, h, 1, w) + self.row_offsets
-        out = self.rows.index_select(0, rows.view(-1))  # the one gather
-        return out.view(b, 3, t, h * p, w * p)
+        if out is None:
+            return self.rows.index_select(0, rows.view(-1)).view(shape)  # the one gather
+        torch.index_select(self.rows, 0, rows.view(-1), out=out.view(-1, p))
+        return out
 
     def extra_repr(self) -> str:
         return f"k={self.k}, patch={self.patch}, normalised={self.normalised}"

@@ -286,10 +286,12 @@ class Trainer:
         self.masker = MultiBlockMasks(enc.grid_depth, enc.grid_size, enc.grid_size, cfg.mask_specs())
         self.optimizer = torch.optim.AdamW(param_groups(self.model), lr=cfg.start_lr, betas=tuple(cfg.betas))
         self.mean, self.std = IMAGENET_MEAN, IMAGENET_STD
+        # A step is done with its clips before the next batch is decoded, so one output buffer serves all.
         if cfg.loader == "codes":
-            self.decoder = ClipDecoder(self.source.centroids, self.source.patch, self.mean, self.std).to(device)
+            self.decoder = ClipDecoder(self.source.centroids, self.source.patch, self.mean, self.std,
+                                       reuse_output=True).to(device)
         else:
-            self.decoder = PixelDecoder(self.mean, self.std).to(device)
+            self.decoder = PixelDecoder(self.mean, self.std, reuse_output=True).to(device)
         self.step = 0
         self.ddp = self.model
         if world > 1:
