@@ -80,7 +80,7 @@ def run_demo(out_dir: str | Path, *, videos: int = 240, workers: int = 2, seed: 
               # tiny's tokens carry a large shared offset: standardising them (jepa does not) is
               # what lets the attentive probe learn from 176 videos.
               "attentive": make_config("attentive", seed=seed, num_heads=4, epochs=40, standardize=True,
-                                       lrs=[3e-4, 1e-3, 3e-3])}
+                                       lrs=[3e-4, 1e-3, 3e-3], warmup_epochs=1.0)}
     rows = []
     for name, pcfg in probes.items():
         res = run_probe(name, str(store_path), out / "probes" / name, pcfg)

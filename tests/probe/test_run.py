@@ -116,3 +116,26 @@ def test_accuracy_by_group():
     labels = np.array([0, 1, 2, 2])
     out = accuracy_by_group(scores, labels, ["run", "jump", "cat"], lambda c: "motion" if c in ("run", "jump") else "appearance")
     assert out["motion"]["top1"] == 100.0 and out["appearance"]["top1"] == 50.0 and out["appearance"]["n"] == 2
+
+
+def test_report_mode_travels_with_the_number(tmp_path):
+    """--report test: the selected head on test; best-val: the grid's best val score (the references'
+    way). Both land in results.json and the results table beside the number."""
+    store = make_store(tmp_path)
+    kw = dict(epochs=2, batch_size=8, lrs=[1e-4, 1e-2], wds=[0.0], device="cpu")
+    a = run_probe("linear", store, tmp_path / "a", make_config("linear", **kw))
+    b = run_probe("linear", store, tmp_path / "b", make_config("linear", report="best-val", **kw))
+    assert a["report"] == "test" and a["reported"]["split"] == "test"
+    assert a["reported"]["top1"] == a["test"]["top1"]
+    assert b["report"] == "best-val" and b["reported"]["split"] == "val"
+    assert b["reported"]["top1"] == max(g["val_top1"] for g in b["grid"]) == b["val"]["top1"]
+    saved = json.loads((tmp_path / "b" / "results.json").read_text())
+    assert saved["reported"] == b["reported"] and saved["report"] == "best-val"
+    k = run_probe("knn", store, tmp_path / "k", make_config("knn", ks=[1, 3, 5], report="best-val", device="cpu"))
+    assert k["reported"]["top1"] == max(g["val_top1"] for g in k["grid"])
+    console = Console(record=True, width=250)
+    console.print(results_table([a, b]))
+    text = console.export_text()
+    assert "best-val" in text and "selected on val" in text
+    with pytest.raises(Exception, match="report must be one of test, best-val"):
+        make_config("linear", report="best")

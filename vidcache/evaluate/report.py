@@ -160,7 +160,8 @@ def rows_table(rows: list[dict], title: str = "vidcache eval"):
     from rich.table import Table
 
     t = Table(title=title)
-    for col in ("checkpoint", "step", "dataset", "probe", "val top1", "test top1", "GFLOPs/clip", "status"):
+    for col in ("checkpoint", "step", "dataset", "probe", "reported", "report", "val top1", "test top1",
+                "GFLOPs/clip", "status"):
         t.add_column(col, overflow="fold")
     for r in rows:
         flops = r.get("flops_per_clip")
@@ -170,7 +171,8 @@ def rows_table(rows: list[dict], title: str = "vidcache eval"):
         elif r.get("cached"):
             status = "cached"
         t.add_row(str(r.get("checkpoint", "")), _fmt(r.get("step")), str(r.get("dataset", "")),
-                  str(r.get("probe", "")), _fmt(r.get("val_top1"), True), _fmt(r.get("test_top1"), True),
+                  str(r.get("probe", "")), _fmt(r.get("metric"), True), str(r.get("report") or "test"),
+                  _fmt(r.get("val_top1"), True), _fmt(r.get("test_top1"), True),
                   f"{flops / 1e9:.3g}" if flops else "-", status)
     return t
 

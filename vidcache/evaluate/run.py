@@ -39,7 +39,7 @@ from vidcache.evaluate.plan import DatasetSpec, Plan, ProbeSpec
 ROW_FIELDS = ["checkpoint", "run", "step", "step_unit", "dataset", "probe", "status", "metric", "test_top1",
               "val_top1", "test_top5", "test_mean_class_acc", "selected", "flops_per_clip", "store_hash",
               "weights", "probe_hash", "cached", "extract_s", "probe_s", "error", "probe_type", "step_source",
-              "store", "time"]
+              "store", "time", "report"]
 
 
 @dataclass
@@ -127,6 +127,10 @@ def _store_facts(url: Path) -> dict:
 
 
 def _metric(res: dict) -> float | None:
+    """The run's reported top-1: test (selected on val), or the best val score with report=best-val."""
+    rep = res.get("reported")
+    if rep:
+        return rep.get("top1")
     test = res.get("test") or {}
     return test.get("top1")
 
@@ -153,7 +157,7 @@ def _rows_from_result(base: dict, probe: ProbeSpec, res: dict, cached: bool, sec
     test, val = res.get("test") or {}, res.get("val") or {}
     return [{**common, "metric": _metric(res), "test_top1": test.get("top1"), "val_top1": val.get("top1"),
              "test_top5": test.get("top5"), "test_mean_class_acc": test.get("mean_class_acc"),
-             "selected": res.get("selected")}]
+             "selected": res.get("selected"), "report": res.get("report", "test")}]
 
 
 def _error_rows(base: dict, probe: ProbeSpec, error: str) -> list[dict]:

@@ -1,10 +1,25 @@
 """Attentive probe on stored tokens: one learnable query cross-attends to a clip's tokens.
 
-The architecture and parameter names are those of facebookresearch/jepa's `AttentiveClassifier`
-(`src/models/attentive_pooler.py`): `pooler.query_tokens`, `pooler.cross_attention_block.{norm1,
-xattn.q, xattn.kv, xattn.proj, norm2, mlp.fc1, mlp.fc2}`, `linear`, so a state_dict saved by jepa
-loads strictly here and gives the same logits. Two additions: a padding mask (videos whose token
-counts differ), and all heads of the lr x wd grid trained together through `train_grid`.
+Two layouts, one set of parameter names (those of the references' `AttentiveClassifier`:
+`pooler.query_tokens`, `pooler.cross_attention_block.{norm1, xattn.q, xattn.kv, norm2, mlp.fc1,
+mlp.fc2}`, `pooler.blocks.N.{norm1, attn.qkv, attn.proj, norm2, mlp.fc1, mlp.fc2}`, `linear`), so a
+state_dict saved by either reference loads strictly here and gives its logits:
+
+- `jepa` (facebookresearch/jepa, `src/models/attentive_pooler.py` and `src/models/utils/modules.py`):
+  the cross-attention has an output projection `xattn.proj` that is created, initialised and
+  rescaled but never applied in `forward`; it is kept (it is in every jepa state_dict) and left
+  unused here too. With depth > 1 the self-attention `blocks` run on the *query after* the
+  cross-attention. Rescaled at init: `xattn.proj` and the cross block's `mlp.fc2` by 1/sqrt(2),
+  block i (1-based) by 1/sqrt(2 (i + 1)).
+- `vjepa2` (facebookresearch/vjepa2, same two files): no `xattn.proj`; the `blocks` run on the
+  *tokens before* the cross-attention (V-JEPA 2's 4-block probe is depth 4). Rescaled at init:
+  block i (0-based) by 1/sqrt(2 (i + 1)), the cross block's `mlp.fc2` by 1/sqrt(2 (depth - 1))
+  (1/sqrt(2) at depth 1).
+
+Both initialise every linear layer and the query with a truncated normal of std 0.02 and zero
+biases, and layer norms at (1, 0). Two additions: a padding mask (videos whose token counts differ;
+padded tokens are never attended to), and all heads of the lr x wd grid trained together through
+`train_grid`.
 """
 
 from __future__ import annotations
@@ -12,23 +27,31 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import nn
 
 from vidcache.config import field
 from vidcache.probe.base import GridProbe
+from vidcache.probe.data import ProbeData
 from vidcache.probe.train import TrainConfig
+
+LAYOUTS = ("jepa", "vjepa2")
 
 
 @dataclass
 class AttentiveConfig(TrainConfig):
-    """jepa's recipe: AdamW lr 1e-3, wd 0.01, cosine to 0 after warm-up, 20 epochs, softmax mean over views."""
+    """jepa's recipe: AdamW lr 1e-3, wd 0.01, cosine to 0, 20 epochs, softmax mean over views."""
 
     num_heads: int = field(12, help="attention heads (must divide the token dim)")
     mlp_ratio: float = field(4.0, help="MLP width / token dim in the cross-attention block")
-    depth: int = field(1, help="1 = cross-attention block only (jepa's default); more adds self-attention blocks")
+    layout: str = field("jepa", help="jepa: self-attention blocks on the query after the cross-attention, "
+                                     "xattn.proj kept but unused; vjepa2: blocks on the tokens before it, "
+                                     "no xattn.proj")
+    depth: int = field(1, help="1 = cross-attention block only (jepa's eval); V-JEPA 2's probe is 4")
     lrs: list = field(default_factory=lambda: [1e-3], help="learning rates of the grid")
     wds: list = field(default_factory=lambda: [0.01], help="weight decays of the grid")
+    warmup_epochs: float = field(0.0, help="linear warm-up length before the cosine decay (jepa: 0)")
     batch_size: int = field(64, help="training samples per step", hashed=False)
     standardize: bool = field(False, help="standardise tokens with the train mean / std (jepa does not)")
     eval_batch_size: int = field(128, help="samples per step at evaluation", hashed=False)
@@ -41,6 +64,8 @@ class AttentiveConfig(TrainConfig):
             p.append(f"mlp_ratio must be > 0, got {self.mlp_ratio}")
         if self.depth < 1:
             p.append(f"depth must be >= 1, got {self.depth}")
+        if self.layout not in LAYOUTS:
+            p.append(f"layout must be one of {', '.join(LAYOUTS)}, got {self.layout!r}")
         return p
 
 
@@ -48,7 +73,7 @@ def _attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tenso
     """softmax(q k^T / sqrt(d)) v over [B, H, N, d]; `mask` [B, L] keeps True keys.
 
     Written out rather than F.scaled_dot_product_attention so it batches under vmap on every
-    backend; the result equals SDPA's (same scale, same softmax)."""
+    backend; the result equals SDPA's (same scale, same softmax), which both references call."""
     att = (q @ k.transpose(-2, -1)) * (q.shape[-1] ** -0.5)
     if mask is not None:
         att = att.masked_fill(~mask[:, None, None, :], float("-inf"))
@@ -67,29 +92,33 @@ class MLP(nn.Module):
 
 
 class CrossAttention(nn.Module):
-    def __init__(self, dim: int, num_heads: int, qkv_bias: bool = True):
+    """Multi-head attention of queries on tokens. `proj` exists only for the jepa layout, which
+    stores it and never applies it (jepa's `CrossAttention.forward` returns the heads' output)."""
+
+    def __init__(self, dim: int, num_heads: int, qkv_bias: bool = True, with_proj: bool = True):
         super().__init__()
         self.num_heads = num_heads
         self.q = nn.Linear(dim, dim, bias=qkv_bias)
         self.kv = nn.Linear(dim, 2 * dim, bias=qkv_bias)
-        self.proj = nn.Linear(dim, dim)
+        if with_proj:
+            self.proj = nn.Linear(dim, dim)
 
     def forward(self, q: torch.Tensor, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         b, n, c = q.shape
         h = self.num_heads
         q = self.q(q).reshape(b, n, h, c // h).permute(0, 2, 1, 3)
         kv = self.kv(x).reshape(b, x.shape[1], 2, h, c // h).permute(2, 0, 3, 1, 4)
-        q = _attend(q, kv[0], kv[1], mask)
-        return self.proj(q.transpose(1, 2).reshape(b, n, c))
+        return _attend(q, kv[0], kv[1], mask).transpose(1, 2).reshape(b, n, c)
 
 
 class CrossAttentionBlock(nn.Module):
     """q + xattn(q, norm1(x)), then + mlp(norm2(q)): the tokens are normalised, the query is not."""
 
-    def __init__(self, dim: int, num_heads: int, mlp_ratio: float = 4.0, qkv_bias: bool = True):
+    def __init__(self, dim: int, num_heads: int, mlp_ratio: float = 4.0, qkv_bias: bool = True,
+                 with_proj: bool = True):
         super().__init__()
         self.norm1 = nn.LayerNorm(dim)
-        self.xattn = CrossAttention(dim, num_heads, qkv_bias)
+        self.xattn = CrossAttention(dim, num_heads, qkv_bias, with_proj)
         self.norm2 = nn.LayerNorm(dim)
         self.mlp = MLP(dim, int(dim * mlp_ratio))
 
@@ -105,14 +134,14 @@ class Attention(nn.Module):
         self.qkv = nn.Linear(dim, 3 * dim, bias=qkv_bias)
         self.proj = nn.Linear(dim, dim)
 
-    def forward(self, x):
+    def forward(self, x, mask=None):
         b, n, c = x.shape
         qkv = self.qkv(x).reshape(b, n, 3, self.num_heads, c // self.num_heads).permute(2, 0, 3, 1, 4)
-        return self.proj(_attend(qkv[0], qkv[1], qkv[2], None).transpose(1, 2).reshape(b, n, c))
+        return self.proj(_attend(qkv[0], qkv[1], qkv[2], mask).transpose(1, 2).reshape(b, n, c))
 
 
 class Block(nn.Module):
-    """Pre-norm self-attention block (jepa's `Block`), used on the queries when depth > 1."""
+    """Pre-norm self-attention block (the references' `Block`); `mask` [B, L] hides padded keys."""
 
     def __init__(self, dim: int, num_heads: int, mlp_ratio: float = 4.0, qkv_bias: bool = True):
         super().__init__()
@@ -121,33 +150,49 @@ class Block(nn.Module):
         self.norm2 = nn.LayerNorm(dim)
         self.mlp = MLP(dim, int(dim * mlp_ratio))
 
-    def forward(self, x):
-        x = x + self.attn(self.norm1(x))
+    def forward(self, x, mask=None):
+        x = x + self.attn(self.norm1(x), mask)
         return x + self.mlp(self.norm2(x))
 
 
 class AttentivePooler(nn.Module):
     def __init__(self, num_queries: int = 1, embed_dim: int = 768, num_heads: int = 12, mlp_ratio: float = 4.0,
-                 depth: int = 1, init_std: float = 0.02, qkv_bias: bool = True):
+                 depth: int = 1, init_std: float = 0.02, qkv_bias: bool = True, layout: str = "jepa"):
         super().__init__()
+        if layout not in LAYOUTS:
+            from vidcache.errors import ConfigError
+            raise ConfigError([f"layout must be one of {', '.join(LAYOUTS)}, got {layout!r}"], "attentive probe")
+        self.layout = layout
         self.query_tokens = nn.Parameter(torch.zeros(1, num_queries, embed_dim))
-        self.cross_attention_block = CrossAttentionBlock(embed_dim, num_heads, mlp_ratio, qkv_bias)
+        self.cross_attention_block = CrossAttentionBlock(embed_dim, num_heads, mlp_ratio, qkv_bias,
+                                                         with_proj=layout == "jepa")
         self.blocks = (nn.ModuleList([Block(embed_dim, num_heads, mlp_ratio, qkv_bias) for _ in range(depth - 1)])
                        if depth > 1 else None)
         self.init_std = init_std
-        nn.init.trunc_normal_(self.query_tokens, std=init_std)
+        nn.init.trunc_normal_(self.query_tokens, std=init_std, a=-2.0, b=2.0)
         self.apply(self._init_weights)
-        # Residual branches start small: each output projection is divided by sqrt(2 * layer).
-        with torch.no_grad():
-            self.cross_attention_block.xattn.proj.weight.div_(math.sqrt(2.0))
-            self.cross_attention_block.mlp.fc2.weight.div_(math.sqrt(2.0))
-            for i, blk in enumerate(self.blocks or []):
-                blk.attn.proj.weight.div_(math.sqrt(2.0 * (i + 2)))
-                blk.mlp.fc2.weight.div_(math.sqrt(2.0 * (i + 2)))
+        self._rescale_blocks()
+
+    @torch.no_grad()
+    def _rescale_blocks(self) -> None:
+        """Residual branches start small: output projections divided by sqrt(2 * layer), counted
+        as each reference counts its layers (see the module docstring)."""
+        cross, blocks = self.cross_attention_block, list(self.blocks or [])
+        if self.layout == "jepa":
+            cross.xattn.proj.weight.div_(math.sqrt(2.0))
+            cross.mlp.fc2.weight.div_(math.sqrt(2.0))
+            for i, blk in enumerate(blocks, 1):
+                blk.attn.proj.weight.div_(math.sqrt(2.0 * (i + 1)))
+                blk.mlp.fc2.weight.div_(math.sqrt(2.0 * (i + 1)))
+        else:
+            for i, blk in enumerate(blocks):
+                blk.attn.proj.weight.div_(math.sqrt(2.0 * (i + 1)))
+                blk.mlp.fc2.weight.div_(math.sqrt(2.0 * (i + 1)))
+            cross.mlp.fc2.weight.div_(math.sqrt(2.0 * max(len(blocks), 1)))
 
     def _init_weights(self, m):
         if isinstance(m, nn.Linear):
-            nn.init.trunc_normal_(m.weight, std=self.init_std)
+            nn.init.trunc_normal_(m.weight, std=self.init_std, a=-2.0, b=2.0)
             if m.bias is not None:
                 nn.init.zeros_(m.bias)
         elif isinstance(m, nn.LayerNorm):
@@ -155,10 +200,14 @@ class AttentivePooler(nn.Module):
             nn.init.zeros_(m.bias)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        if self.layout == "vjepa2":
+            for blk in self.blocks or []:
+                x = blk(x, mask)
         q = self.query_tokens.expand(len(x), -1, -1)
         q = self.cross_attention_block(q, x, mask)
-        for blk in self.blocks or []:
-            q = blk(q)
+        if self.layout == "jepa":
+            for blk in self.blocks or []:
+                q = blk(q)
         return q
 
 
@@ -166,21 +215,23 @@ class AttentiveClassifier(nn.Module):
     """Attentive pooler + linear classifier; `forward(tokens [B, L, D], mask [B, L]) -> logits [B, K]`."""
 
     def __init__(self, embed_dim: int = 768, num_heads: int = 12, mlp_ratio: float = 4.0, depth: int = 1,
-                 init_std: float = 0.02, qkv_bias: bool = True, num_classes: int = 1000):
+                 init_std: float = 0.02, qkv_bias: bool = True, num_classes: int = 1000, layout: str = "jepa"):
         super().__init__()
         if embed_dim % num_heads:
             from vidcache.errors import ConfigError
             raise ConfigError([f"num_heads {num_heads} does not divide the token dim {embed_dim}"], "attentive probe")
-        self.pooler = AttentivePooler(1, embed_dim, num_heads, mlp_ratio, depth, init_std, qkv_bias)
+        self.pooler = AttentivePooler(1, embed_dim, num_heads, mlp_ratio, depth, init_std, qkv_bias, layout)
         self.linear = nn.Linear(embed_dim, num_classes, bias=True)
+        # The references build `linear` with torch's default init (it is outside the pooler's apply).
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         return self.linear(self.pooler(x, mask).squeeze(1))
 
 
 class AttentiveHead(AttentiveClassifier):
-    """The classifier on a batch dict: a clip's tokens [B, L, D], or with sample="video" all views'
-    tokens [B, C, L, D] concatenated into one sequence; `batch["mask"]` marks real tokens."""
+    """The classifier on a batch dict: a sample's tokens [B, L, D] (one clip, or with
+    sample="segments" one spatial view's segments concatenated), or with sample="video" all views'
+    tokens [B, C, L, D] joined into one sequence; `batch["mask"]` marks real tokens."""
 
     def forward(self, batch: dict) -> torch.Tensor:  # type: ignore[override]
         x, mask = batch["x"], batch.get("mask")
@@ -190,10 +241,42 @@ class AttentiveHead(AttentiveClassifier):
         return super().forward(x, mask)
 
 
+def segments_per_view(data: ProbeData) -> ProbeData:
+    """jepa's `attend_across_segments` on a clip store: the tokens of the T temporal segments of each
+    spatial view concatenated into one sequence, giving S samples of T*L tokens per video.
+
+    Store clips are temporal-major (clip t * S + s), S from the store's `TxS` protocol
+    (`data.spatial`). The softmax is then averaged over the S spatial views, as jepa's
+    `run_one_epoch` does (evals/video_classification_frozen/eval.py with utils.py: ClipAggregation).
+    """
+    from dataclasses import replace
+
+    from vidcache.errors import DataError
+
+    if not data.is_tokens:
+        raise DataError(f"{data._name}: sample=segments needs stored tokens [n, C, L, D]")
+    n, c, l, d = data.x.shape
+    s = data.spatial
+    if s < 1 or c % s:
+        raise DataError(f"{data._name}: {c} clips per video do not split into {s} spatial views")
+    t = c // s
+
+    def regroup(a: np.ndarray) -> np.ndarray:  # [n, T*S, L, ...] -> [n, S, T*L, ...]
+        a = a.reshape(n, t, s, *a.shape[2:]).swapaxes(1, 2)
+        return a.reshape(n, s, t * a.shape[3], *a.shape[4:])
+
+    mask = None if data.mask is None else regroup(data.mask)
+    return replace(data, x=regroup(data.x), mask=mask, extras={}, spatial=1)
+
+
 class AttentiveProbe(GridProbe):
     name = "attentive"
     Config = AttentiveConfig
     arrays = ("tokens",)
 
+    def prepare(self, data: ProbeData) -> ProbeData:
+        return segments_per_view(data) if self.cfg.sample == "segments" else data
+
     def make_head(self, dim: int, num_classes: int) -> nn.Module:
-        return AttentiveHead(dim, self.cfg.num_heads, self.cfg.mlp_ratio, self.cfg.depth, num_classes=num_classes)
+        return AttentiveHead(dim, self.cfg.num_heads, self.cfg.mlp_ratio, self.cfg.depth, num_classes=num_classes,
+                             layout=self.cfg.layout)

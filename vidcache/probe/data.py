@@ -8,6 +8,7 @@ as the clip boxes SCALE uses) that travel with `x` through batching.
 from __future__ import annotations
 
 import logging
+import re
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -31,6 +32,7 @@ class ProbeData:
     split: str = ""
     skipped: int = 0                   # failed / pending videos of the split left out
     unlabelled: int = 0                # rows dropped because their label was -1
+    spatial: int = 1                   # spatial crops per temporal window (S of a TxS protocol)
 
     def __post_init__(self):
         self.x = np.asarray(self.x)
@@ -168,6 +170,12 @@ def split_off(data: ProbeData, fraction: float, seed: int = 0) -> tuple[ProbeDat
     return tr, va
 
 
+def spatial_views(protocol: str) -> int:
+    """S of a `TxS` sampling protocol (clips are temporal-major), 1 for any other protocol."""
+    m = re.fullmatch(r"\s*(\d+)x(\d+)\s*", str(protocol or ""))
+    return int(m[2]) if m else 1
+
+
 def load_split(store: Any, split: str, arrays: tuple[str, ...] = ("emb",), key: str | None = None,
                extras: tuple[str, ...] = ()) -> ProbeData:
     """Load one split of a clip store for probing, leaving failed / pending videos out (and saying so)."""
@@ -183,6 +191,7 @@ def load_split(store: Any, split: str, arrays: tuple[str, ...] = ("emb",), key: 
         log.warning("split %r: %d failed or unfinished videos skipped, %d used", split, skipped, len(d["label"]))
     data = ProbeData.from_store_dict(d, key=key.split("/")[-1], classes=list(getattr(store, "classes", []) or []),
                                      split=split, extras=tuple(e.split("/")[-1] for e in extras), skipped=skipped)
+    data.spatial = spatial_views(getattr(store, "attrs", {}).get("protocol", ""))
     if data.unlabelled:
         log.warning("split %r: %d unlabelled videos left out", split, data.unlabelled)
     check_nonempty(data, split)

@@ -24,14 +24,27 @@ def results_table(results: dict | Sequence[dict], title: str = "probe results") 
     """One row per results dict (as written to results.json): selected hyper-parameters, val / test."""
     rows = [results] if isinstance(results, dict) else list(results)
     t = Table(title=title)
-    for col in ("probe", "selected", "val top1", "test top1", "test top5", "test mean-class", "train n"):
-        t.add_column(col, justify="left" if col in ("probe", "selected") else "right")
+    cols = ("probe", "protocol", "selected", "reported top1", "report", "val top1", "test top1", "test top5",
+            "test mean-class", "train n")
+    for col in cols:
+        t.add_column(col, justify="left" if col in ("probe", "protocol", "selected", "report") else "right")
     for r in rows:
         val, test, std = r.get("val", {}), r.get("test", {}), r.get("test_std", {})
-        t.add_row(str(r.get("probe", "?")), _selected(r.get("selected", {})), _fmt(val.get("top1")),
-                  _fmt(test.get("top1"), std.get("top1")), _fmt(test.get("top5"), std.get("top5")),
+        rep = r.get("reported") or {}
+        t.add_row(str(r.get("probe", "?")), str(r.get("preset") or "-"), _selected(r.get("selected", {})),
+                  _fmt(rep.get("top1"), (rep.get("std") or {}).get("top1")), report_label(r),
+                  _fmt(val.get("top1")), _fmt(test.get("top1"), std.get("top1")),
+                  _fmt(test.get("top5"), std.get("top5")),
                   _fmt(test.get("mean_class_acc"), std.get("mean_class_acc")), str(r.get("num_train", "-")))
     return t
+
+
+def report_label(r: dict) -> str:
+    """How the reported number was obtained, e.g. "test (selected on val)" or "best-val"."""
+    mode = r.get("report")
+    if mode is None:
+        return "test (selected on val)" if r.get("test") else "-"
+    return "test (selected on val)" if mode == "test" else "best-val (best head on val)"
 
 
 def grid_table(results: dict, title: str = "grid (selected on val)") -> Table:

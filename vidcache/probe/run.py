@@ -157,10 +157,29 @@ def run_probe(name: str, store_or_data: Any, out_dir: str | Path | None, cfg: An
                 keys = vals[0].keys()
                 extra[split] = {m: float(np.mean([v[m] for v in vals])) for m in keys}
                 extra[f"{split}_std"] = {m: float(np.std([v[m] for v in vals])) for m in keys}
+    extra.update(reported(cfg.report, {**probe.results(), **extra}))
     res = {**probe.results(), **extra}
     if out_dir is not None:
         probe.save(out_dir, extra)
     return res
+
+
+def reported(report: str, res: dict) -> dict:
+    """The number a run stands for, with its protocol: {"report", "reported": {"split", "selection",
+    "top1", ...}}.
+
+    `test`: the head (or k) selected on val, scored once on test. `best-val`: the best val score over
+    the grid, which is what V-JEPA 2 (evals/video_classification_frozen/eval.py: the max over its
+    heads' val accuracy) and DINOv2 (dinov2/eval/linear.py: the best classifier on the evaluation
+    set) report; there the evaluation split is the one given as val.
+    """
+    split = "test" if report == "test" else "val"
+    m = res.get(split) or {}
+    out = {"split": split, "selection": "val" if report == "test" else "best on the same split",
+           **_short(m)}
+    if f"{split}_std" in res:
+        out["std"] = _short(res[f"{split}_std"])
+    return {"report": report, "reported": out}
 
 
 def _short(m: dict) -> dict:

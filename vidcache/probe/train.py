@@ -33,6 +33,10 @@ from vidcache.device import resolve_device
 from vidcache.probe.data import ProbeData
 
 
+SAMPLES = ("clip", "video", "segments")
+REPORTS = ("test", "best-val")
+
+
 @dataclass
 class ProbeConfig:
     """What every probe shares: splits, low-shot protocol, seed and device."""
@@ -46,6 +50,9 @@ class ProbeConfig:
     fraction: float = field(0.0, help="train on this class-balanced fraction of train (0 = all; SCALE uses 0.1)")
     repeats: int = field(3, help="low-shot repetitions (seeds seed, seed+1, ...) for --shots / --fraction")
     seed: int = field(0, help="seed of initialisation, data order and low-shot subsets")
+    report: str = field("test", help="test: select on val, report the selected probe on test once; "
+                                     "best-val: report the best val score over the grid (what V-JEPA 2 "
+                                     "and DINOv2 report on their evaluation split)")
     device: str = field("auto", help="cpu, cuda, cuda:N, or auto (cuda when available)", hashed=False)
 
     def validate(self) -> list[str]:
@@ -62,6 +69,8 @@ class ProbeConfig:
             p.append("give either shots or fraction, not both")
         if self.repeats < 1:
             p.append(f"repeats must be >= 1, got {self.repeats}")
+        if self.report not in REPORTS:
+            p.append(f"report must be one of {', '.join(REPORTS)}, got {self.report!r}")
         if not (self.device in ("auto", "cpu") or self.device.startswith("cuda")):
             p.append(f"device must be cpu, cuda, cuda:N or auto, got {self.device!r}")
         return p
@@ -89,7 +98,9 @@ class TrainConfig(ProbeConfig):
     final_lr_ratio: float = field(0.0, help="the cosine ends at lr * final_lr_ratio")
     standardize: bool = field(True, help="standardise features with the mean and std of train (per dim)")
     sample: str = field("clip", help="clip: every view is a sample, predictions average softmax over views; "
-                                     "video: the head sees all views of a video at once")
+                                     "video: the head sees all views of a video at once; segments (token "
+                                     "probes): each spatial view's temporal segments joined into one sample, "
+                                     "softmax averaged over spatial views (jepa's attend_across_segments)")
     grid_chunk: int = field(0, help="train at most this many heads at once (0 = all); lower it when the "
                                     "grid does not fit in memory. Results do not depend on it", hashed=False)
     eval_batch_size: int = field(1024, help="samples per step at evaluation", hashed=False)
@@ -110,8 +121,8 @@ class TrainConfig(ProbeConfig):
             p.append(f"warmup_epochs must be in [0, epochs], got {self.warmup_epochs}")
         if not 0.0 <= self.final_lr_ratio <= 1.0:
             p.append(f"final_lr_ratio must be in [0, 1], got {self.final_lr_ratio}")
-        if self.sample not in ("clip", "video"):
-            p.append(f"sample must be clip or video, got {self.sample!r}")
+        if self.sample not in SAMPLES:
+            p.append(f"sample must be one of {', '.join(SAMPLES)}, got {self.sample!r}")
         if self.grid_chunk < 0:
             p.append(f"grid_chunk must be >= 0, got {self.grid_chunk}")
         if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
@@ -154,6 +165,8 @@ class GridOptimizer:
         self.t += 1
         b1, b2 = self.betas
         for p, g, decay, st in zip(self.params, grads, self.decay, self.state):
+            if g is None:  # a parameter the forward never uses (jepa's xattn.proj): torch skips it too
+                continue
             shape = (-1,) + (1,) * (p.ndim - 1)
             lr = (self.lr * scale).view(shape)
             wd = self.wd.view(shape)
@@ -213,7 +226,7 @@ class _Samples:
     def __init__(self, data: ProbeData, sample: str, norm: Standardizer, device: torch.device):
         n, c = data.x.shape[:2]
         self.n_videos, self.views, self.sample = n, c, sample
-        flat = sample == "clip"
+        flat = sample != "video"  # clip and segments: every (regrouped) view is a sample
 
         def put(a: np.ndarray) -> torch.Tensor:
             a = a.reshape(n * c, *a.shape[2:]) if flat else a
@@ -270,7 +283,7 @@ def grid_scores(head: nn.Module, params: dict, buffers: dict, data: ProbeData, n
     """Per-video probabilities [G, n, K] on CPU: the mean of the softmax over a video's views."""
     head.eval()
     s = _Samples(data, sample, norm, device)
-    per = s.views if sample == "clip" else 1
+    per = s.views if sample != "video" else 1
     step = max(1, batch_size // per)
     out = []
     for v0 in range(0, s.n_videos, step):
@@ -396,7 +409,7 @@ def _train_piece(make_head, grid, samples: _Samples, cfg: TrainConfig, device, s
             per = F.cross_entropy(logits.reshape(-1, k).float(), batch["y"].repeat(g_count),
                                   reduction="none").view(g_count, bsz).mean(1)
             # The sum of independent heads' losses: each head's gradient is its own loss's gradient.
-            grads = torch.autograd.grad(per.sum(), plist)
+            grads = torch.autograd.grad(per.sum(), plist, allow_unused=True)
             opt.step(list(grads), lr_factor(step, total, warmup, cfg.final_lr_ratio))
             epoch_loss += per.detach() * bsz
             step += 1
