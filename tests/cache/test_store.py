@@ -3,6 +3,8 @@ import json
 import h5py
 import numpy as np
 import pytest
+import zarr
+import zarr.core.attributes
 
 from vidcache.cache import DONE, FAILED, PENDING, ArraySpec, Store
 from vidcache.data.manifest import Manifest
@@ -168,3 +170,75 @@ def test_default_block_keeps_chunks_several_megabytes():
     # [5, 768] float16 = 7,680 bytes per video -> 1,024 videos per block ~ 7.9 MB chunks
     assert default_videos_per_block(100_000, {"clips/emb": ArraySpec((5, 768), "float16")}) == 1024
     assert default_videos_per_block(20, {"clips/emb": ArraySpec((5, 768), "float16")}) == 32
+
+
+class _Killed(Exception):
+    """Stands for the process dying at that line."""
+
+
+@pytest.mark.parametrize("point", ["first_array", "last_array", "static_array", "final_attributes"])
+def test_interrupted_creation_is_redone_by_open_or_create(tmp_path, rng, monkeypatch, point):
+    m = make_manifest(9)
+    url = tmp_path / "s.zarr"
+    cfg = {"backbone": "tiny", "protocol": "5x3"}
+    codebook = {"clips/token_codebook": (np.arange(12, dtype=np.float32).reshape(3, 4), {"m": 2})}
+    calls = {"create_array": 0}
+    n_arrays = 9 + len(ARRAYS)  # videos/* then data arrays; the static array comes after
+    orig_create = zarr.Group.create_array
+    orig_put = zarr.core.attributes.Attributes.put
+
+    def create_array(self, name, **kw):
+        calls["create_array"] += 1
+        k = calls["create_array"]
+        if (point, k) in {("first_array", 1), ("last_array", n_arrays), ("static_array", n_arrays + 1)}:
+            raise _Killed
+        return orig_create(self, name, **kw)
+
+    def put(self, d):
+        if point == "final_attributes":
+            raise _Killed
+        return orig_put(self, d)
+
+    with monkeypatch.context() as mp:
+        mp.setattr(zarr.Group, "create_array", create_array)
+        mp.setattr(zarr.core.attributes.Attributes, "put", put)
+        with pytest.raises(_Killed):
+            Store.create(url, "clips", m, cfg, ARRAYS, videos_per_block=4, static_arrays=codebook)
+    assert (url / "zarr.json").is_file()  # a zarr group is there, but not a store yet
+    with pytest.raises(StoreError, match="unfinished store: its creation was interrupted; rerun"):
+        Store.open(url)
+    with pytest.raises(StoreError, match=r"unfinished store of another config \(differs in: protocol"):
+        Store.open_or_create(url, "clips", m, {**cfg, "protocol": "1x1"}, ARRAYS, videos_per_block=4)
+    with pytest.raises(StoreError, match="unfinished store of another manifest"):
+        Store.open_or_create(url, "clips", make_manifest(5), cfg, ARRAYS, videos_per_block=4)
+    store = Store.open_or_create(url, "clips", m, cfg, ARRAYS, videos_per_block=4, static_arrays=codebook)
+    ref = Store.create(tmp_path / "ref.zarr", "clips", m, cfg, ARRAYS, videos_per_block=4, static_arrays=codebook)
+    again = Store.open(url)
+    assert "vidcache_creating" not in again.attrs
+    assert {k: v for k, v in again.attrs.items() if k != "vidcache"} == \
+        {k: v for k, v in ref.attrs.items() if k != "vidcache"}
+    for name in ("videos/path", "videos/label", "videos/split", "videos/status", "clips/token_codebook"):
+        np.testing.assert_array_equal(again.group[name][:], ref.group[name][:], err_msg=name)
+    assert again.group["clips/token_codebook"].attrs["m"] == 2
+    assert store.pending_blocks() == [0, 1, 2]
+    store.write_block(0, fake_block(store, 0, rng), [DONE] * 4)
+    assert Store.open_or_create(url, "clips", m, cfg, ARRAYS, videos_per_block=4).pending_blocks() == [1, 2]
+
+
+def test_foreign_zarr_group_is_not_taken_for_an_interrupted_creation(tmp_path):
+    zarr.open_group(str(tmp_path / "g.zarr"), mode="w", attributes={"someone": "else"})
+    with pytest.raises(StoreError, match="not a vidcache store"):
+        Store.open_or_create(tmp_path / "g.zarr", "clips", make_manifest(), {}, ARRAYS)
+    s = Store.open_or_create(tmp_path / "g.zarr", "clips", make_manifest(), {}, ARRAYS, overwrite=True)
+    assert s.kind == "clips" and "someone" not in s.attrs
+
+
+def test_arrays_carry_dimension_names(tmp_path):
+    store = Store.create(tmp_path / "s.zarr", "clips", make_manifest(), {}, {
+        **ARRAYS, "clips/cls": ArraySpec((C, D), "float16"),
+        "clips/named": ArraySpec((C,), "float32", dims=("views",))})
+    dims = {name: tuple(store.group[name].metadata.dimension_names) for name in
+            ("clips/emb", "clips/box", "clips/tokens", "clips/cls", "clips/named", "videos/status", "videos/path")}
+    assert dims == {"clips/emb": ("videos", "clips", "dim"), "clips/box": ("videos", "clips", "coord"),
+                    "clips/tokens": ("videos", "clips", "tokens", "dim"), "clips/cls": ("videos", "cls_1", "cls_2"),
+                    "clips/named": ("videos", "views"), "videos/status": ("videos",), "videos/path": ("videos",)}

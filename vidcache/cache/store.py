@@ -41,6 +41,8 @@ SCHEMA = 1
 KINDS = ("clips", "codes")
 PENDING, DONE, FAILED = 0, 1, 2
 STATUS_NAMES = {PENDING: "pending", DONE: "done", FAILED: "failed"}
+# Group attribute present only while a store is being created (see `Store.create`).
+CREATING = "vidcache_creating"
 
 # Chunks of a few MB read fastest with zarr 3 (many small chunks cost per-chunk overhead; see
 # DESIGN.md §2), while a block is also the unit of redone work after a kill: 8 MiB balances both.
@@ -61,6 +63,26 @@ class ArraySpec:
     videos_per_chunk: int | None = None
     compress: bool = False  # zstd; off for embeddings (it made loading 2-3x slower), on for codes
     fill_value: Any = 0
+    dims: tuple[str, ...] | None = None  # names of the axes after `videos` (zarr dimension_names)
+
+
+# zarr v3 `dimension_names` of the per-video axes after the first ("videos"), by array name, so that
+# xarray and other zarr clients see labelled arrays. An array not listed gets "<leaf>_<axis>".
+DIMENSION_NAMES = {
+    "clips/emb": ("clips", "dim"),
+    "clips/box": ("clips", "coord"),
+    "clips/tokens": ("clips", "tokens", "dim"),
+    "codes/frames": ("frames", "grid_y", "grid_x"),
+}
+
+
+def dimension_names(name: str, spec: ArraySpec) -> tuple[str, ...]:
+    """("videos", ...) for a per-video array: the spec's own names, the table's, or generic ones."""
+    dims = spec.dims or DIMENSION_NAMES.get(name)
+    if dims is None or len(dims) != len(spec.shape):
+        leaf = name.split("/")[-1]
+        dims = tuple(f"{leaf}_{i + 1}" for i in range(len(spec.shape)))
+    return ("videos", *dims)
 
 
 def default_videos_per_block(num_videos: int, arrays: dict[str, ArraySpec]) -> int:
@@ -92,6 +114,21 @@ def _exists(url: str, storage_options: dict | None) -> bool:
 
     fs, path = fsspec.core.url_to_fs(str(url), **(storage_options or {}))
     return fs.exists(f"{path.rstrip('/')}/zarr.json")
+
+
+def _hashed(config: Any) -> dict:
+    return hashed_dict(config) if dataclasses.is_dataclass(config) else to_dict(config)
+
+
+def _creating_marker(url: str, storage_options: dict | None) -> dict | None:
+    """The `creating` marker of a group whose creation did not finish, else None."""
+    try:
+        group = zarr.open_group(_zarr_target(url), mode="r", storage_options=storage_options)
+    except Exception:
+        return None
+    attrs = group.attrs.asdict()
+    marker = attrs.get(CREATING)
+    return marker if isinstance(marker, dict) and "vidcache" not in attrs else None
 
 
 def _zarr_target(url: str):
@@ -131,11 +168,18 @@ class Store:
     @classmethod
     def create(cls, url: str | Path, kind: str, manifest, config: Any, arrays: dict[str, ArraySpec],
                *, videos_per_block: int | None = None, attrs: dict | None = None,
+               static_arrays: dict[str, tuple[np.ndarray, dict]] | None = None,
                overwrite: bool = False, storage_options: dict | None = None) -> "Store":
         """Create a store for `manifest` with preallocated `arrays` (names like "clips/emb").
 
         `config` is the extraction config (a dataclass or dict); its hashed fields give `config_hash`.
+        `static_arrays` are small arrays that are not per video (a codebook): name -> (values, attrs).
         An existing store at `url` is refused unless `overwrite=True`.
+
+        Creation is a kill point too (over S3 it takes seconds): the group is first written with a
+        `creating` marker naming the config and manifest, then every array, and only then the
+        attributes that make it a store, in one metadata write. A group that still carries the
+        marker is an interrupted creation, which `open_or_create` redoes for the same config.
         """
         url = str(url)
         if kind not in KINDS:
@@ -154,33 +198,9 @@ class Store:
         if problems:
             raise StoreError("; ".join(problems))
 
-        group = zarr.open_group(_zarr_target(url), mode="w", storage_options=storage_options)
-        block = (vpb,)
-        meta_arrays = {
-            "videos/path": (np.asarray(manifest.paths, dtype=str), str),
-            "videos/label": (np.asarray(manifest.labels, dtype=np.int32), "int32"),
-            "videos/split": (np.asarray(manifest.splits, dtype=str), str),
-        }
-        for name, (values, dtype) in meta_arrays.items():
-            arr = group.create_array(name, shape=(V,), chunks=block, dtype=dtype, compressors=None,
-                                     **({} if dtype is str else {"fill_value": 0}))
-            arr[:] = values
-        # Filled by the writer of each block: sizes are only known once the video is opened.
-        for name, dtype in [("videos/num_frames", "int32"), ("videos/fps", "float32"),
-                            ("videos/height", "int32"), ("videos/width", "int32")]:
-            group.create_array(name, shape=(V,), chunks=block, dtype=dtype, fill_value=0, compressors=None)
-        group.create_array("videos/status", shape=(V,), chunks=block, dtype="int8", fill_value=PENDING,
-                           compressors=None)
-        group.create_array("videos/error", shape=(V,), chunks=block, dtype=str, compressors=None)
-        for name, spec in arrays.items():
-            vpc = spec.videos_per_chunk or vpb
-            kw = {} if spec.compress else {"compressors": None}
-            group.create_array(name, shape=(V, *spec.shape), chunks=(vpc, *spec.shape), dtype=spec.dtype,
-                               fill_value=spec.fill_value, **kw)
-
         full = to_dict(config)
-        hashed = hashed_dict(config) if dataclasses.is_dataclass(config) else full
-        group.attrs.update({
+        hashed = _hashed(config)
+        final_attrs = {
             **(attrs or {}),
             "vidcache": {"schema": SCHEMA, "kind": kind, "version": vidcache.__version__},
             "config": full,
@@ -190,7 +210,41 @@ class Store:
             "videos_per_block": vpb,
             "manifest_digest": manifest_digest(manifest),
             "data_arrays": sorted(n for n in arrays if not n.startswith("videos/")),
-        })
+        }
+        marker = {"schema": SCHEMA, "kind": kind, "config_hash": final_attrs["config_hash"],
+                  "config_hashed": hashed, "manifest_digest": final_attrs["manifest_digest"]}
+        group = zarr.open_group(_zarr_target(url), mode="w", storage_options=storage_options,
+                                attributes={CREATING: marker})
+        block = (vpb,)
+        meta_arrays = {
+            "videos/path": (np.asarray(manifest.paths, dtype=str), str),
+            "videos/label": (np.asarray(manifest.labels, dtype=np.int32), "int32"),
+            "videos/split": (np.asarray(manifest.splits, dtype=str), str),
+        }
+        videos_dim = ("videos",)
+        for name, (values, dtype) in meta_arrays.items():
+            arr = group.create_array(name, shape=(V,), chunks=block, dtype=dtype, compressors=None,
+                                     dimension_names=videos_dim, **({} if dtype is str else {"fill_value": 0}))
+            arr[:] = values
+        # Filled by the writer of each block: sizes are only known once the video is opened.
+        for name, dtype in [("videos/num_frames", "int32"), ("videos/fps", "float32"),
+                            ("videos/height", "int32"), ("videos/width", "int32")]:
+            group.create_array(name, shape=(V,), chunks=block, dtype=dtype, fill_value=0, compressors=None,
+                               dimension_names=videos_dim)
+        group.create_array("videos/status", shape=(V,), chunks=block, dtype="int8", fill_value=PENDING,
+                           compressors=None, dimension_names=videos_dim)
+        group.create_array("videos/error", shape=(V,), chunks=block, dtype=str, compressors=None,
+                           dimension_names=videos_dim)
+        for name, spec in arrays.items():
+            vpc = spec.videos_per_chunk or vpb
+            kw = {} if spec.compress else {"compressors": None}
+            group.create_array(name, shape=(V, *spec.shape), chunks=(vpc, *spec.shape), dtype=spec.dtype,
+                               fill_value=spec.fill_value, dimension_names=dimension_names(name, spec), **kw)
+        store = cls(group, url, storage_options)
+        for name, (values, arr_attrs) in (static_arrays or {}).items():
+            store.add_array(name, np.asarray(values), arr_attrs)
+        # Last: one metadata write replaces the marker with the attributes of a finished store.
+        group.attrs.put(final_attrs)
         return cls(group, url, storage_options)
 
     @classmethod
@@ -209,6 +263,9 @@ class Store:
             raise StoreError(f"not a vidcache store: {url} ({type(e).__name__}: {e})") from None
         meta = group.attrs.get("vidcache")
         if not isinstance(meta, dict) or "schema" not in meta:
+            if isinstance(group.attrs.get(CREATING), dict):
+                raise StoreError(f"{url} is an unfinished store: its creation was interrupted; rerun the "
+                                 f"extraction that made it to complete it, or pass --overwrite to replace it")
             raise StoreError(f"not a vidcache store: {url} (zarr group without 'vidcache' attributes)")
         if meta["schema"] != SCHEMA:
             raise StoreError(f"{url} has store schema {meta['schema']}, this vidcache reads schema {SCHEMA}; "
@@ -226,10 +283,23 @@ class Store:
         replaces it instead.
         """
         url = str(url)
-        if overwrite or not _exists(url, create_kw.get("storage_options")):
+        storage_options = create_kw.get("storage_options")
+        if overwrite or not _exists(url, storage_options):
             return cls.create(url, kind, manifest, config, arrays, overwrite=overwrite, **create_kw)
-        store = cls.open(url, mode="r+", kind=kind, storage_options=create_kw.get("storage_options"))
-        hashed = hashed_dict(config) if dataclasses.is_dataclass(config) else to_dict(config)
+        hashed = _hashed(config)
+        marker = _creating_marker(url, storage_options)
+        if marker is not None:  # an interrupted creation: redo it if it was this one
+            if marker.get("kind") != kind or marker.get("config_hash") != _hash(hashed):
+                diffs = diff_fields(marker.get("config_hashed", {}), hashed)
+                raise StoreError(f"{url} is an unfinished store of another config (differs in: "
+                                 f"{', '.join(diffs) or 'kind or hash'}); use another output path, or "
+                                 f"--overwrite to replace it")
+            if marker.get("manifest_digest") != manifest_digest(manifest):
+                raise StoreError(f"{url} is an unfinished store of another manifest; use another output "
+                                 f"path, or --overwrite to replace it")
+            # Nothing but creation ever ran there (blocks are written only into finished stores).
+            return cls.create(url, kind, manifest, config, arrays, overwrite=True, **create_kw)
+        store = cls.open(url, mode="r+", kind=kind, storage_options=storage_options)
         if _hash(hashed) != store.config_hash:
             diffs = diff_fields(store.attrs.get("config_hashed", {}), hashed)
             raise StoreError(f"{url} was made with another config (differs in: {', '.join(diffs) or 'hash'}); "

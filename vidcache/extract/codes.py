@@ -93,10 +93,10 @@ class CodeJob:
     def store_attrs(self) -> dict:
         return {"run_config": to_dict(self.cfg), "codebook_file": self.cfg.codebook}
 
-    def init_store(self, store) -> None:
-        if "codes/codebook" not in store.group:
-            store.add_array("codes/codebook", self.codebook.centroids_255(),
-                            attrs=self.codebook.store_attrs(fps=self.cfg.fps, max_frames=self.T))
+    def static_arrays(self) -> dict:
+        """Written with the store, before the attributes that finish its creation."""
+        return {"codes/codebook": (self.codebook.centroids_255(),
+                                   self.codebook.store_attrs(fps=self.cfg.fps, max_frames=self.T))}
 
     def worker_fn(self) -> CodeWorker:
         return CodeWorker(self.codebook.size, self.cfg.fps, self.T, self.cfg.decoder)

@@ -114,12 +114,11 @@ def open_store(job: Job, manifest, out: str, *, overwrite: bool = False, videos_
     dist = dist or DistInfo.from_env()
     store = None
     if dist.rank == 0:
+        static = getattr(job, "static_arrays", None)  # e.g. the code store's codebook
         store = Store.open_or_create(out, job.kind, manifest, job.store_config(), job.arrays(),
                                      overwrite=overwrite, videos_per_block=videos_per_block,
-                                     attrs=job.store_attrs(), storage_options=storage_options)
-        init = getattr(job, "init_store", None)
-        if init is not None:
-            init(store)  # e.g. the code store's codebook: written once, before any block
+                                     attrs=job.store_attrs(), static_arrays=static() if static else None,
+                                     storage_options=storage_options)
     _barrier(dist)
     if store is None:
         store = Store.open_or_create(out, job.kind, manifest, job.store_config(), job.arrays(),
