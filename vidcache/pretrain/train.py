@@ -83,6 +83,10 @@ class PretrainConfig:
                                        "in V-JEPA; less also asks the predictor to fill in time)")
     mask_time_anchor: str = field("random", help="where shorter blocks sit in time: random, or end "
                                                  "(the predictor forecasts the clip's last steps)")
+    mask_adapt: bool = field(True, help="adapt the block scales to the token grid so each mask hides the "
+                                        "fraction it hides on the paper's 14x14 grid (see pretrain/masks.py)")
+    uniform_power: bool = field(True, help="sin-cos positions split evenly over t, h, w (jepa's pretraining "
+                                           "configs); false gives time half the channels")
     steps: int = field(1000, help="total optimiser steps", hashed=False)
     batch_size: int = field(32, help="global batch (split evenly over the ranks)")
     lr: float = field(6.25e-4, help="peak learning rate")
@@ -279,11 +283,13 @@ class Trainer:
             self.model: VJEPA = build_vjepa(cfg.model, img_size=self.image_size, num_frames=cfg.num_frames,
                                             patch_size=cfg.patch_size, tubelet_size=cfg.tubelet_size,
                                             pred_depth=cfg.pred_depth, pred_dim=cfg.pred_dim,
-                                            num_mask_tokens=len(cfg.mask_blocks), seed=cfg.seed).to(device)
+                                            num_mask_tokens=len(cfg.mask_blocks), seed=cfg.seed,
+                                            uniform_power=cfg.uniform_power).to(device)
         except ValueError as err:
             raise ConfigError([str(err)], "pretrain config") from err
         enc = self.model.encoder
-        self.masker = MultiBlockMasks(enc.grid_depth, enc.grid_size, enc.grid_size, cfg.mask_specs())
+        self.masker = MultiBlockMasks(enc.grid_depth, enc.grid_size, enc.grid_size, cfg.mask_specs(),
+                                      adapt=cfg.mask_adapt)
         self.optimizer = torch.optim.AdamW(param_groups(self.model), lr=cfg.start_lr, betas=tuple(cfg.betas))
         self.mean, self.std = IMAGENET_MEAN, IMAGENET_STD
         # A step is done with its clips before the next batch is decoded, so one output buffer serves all.

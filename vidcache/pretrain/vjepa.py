@@ -129,13 +129,14 @@ def ema_update(target: nn.Module, online: nn.Module, momentum: float) -> None:
 
 
 def build_vjepa(model: str, *, img_size: int, num_frames: int, patch_size: int = 16, tubelet_size: int = 2,
-                pred_depth: int = 12, pred_dim: int = 384, num_mask_tokens: int = 2, seed: int = 0) -> VJEPA:
+                pred_depth: int = 12, pred_dim: int = 384, num_mask_tokens: int = 2, seed: int = 0,
+                uniform_power: bool = False) -> VJEPA:
     """Encoder of a named size (vit_micro ... vit_giant), predictor and target, identical for a seed."""
     from vidcache.models.vit import VIT_SIZES, vit_from_size
 
     with torch.random.fork_rng(devices=[]):  # module construction draws from the global RNG
         encoder = vit_from_size(model, img_size=img_size, num_frames=num_frames, patch_size=patch_size,
-                                tubelet_size=tubelet_size)
+                                tubelet_size=tubelet_size, uniform_power=uniform_power)
         heads = VIT_SIZES[model]["num_heads"]
         if pred_dim % heads:
             heads = next(h for h in range(min(heads, pred_dim), 0, -1) if pred_dim % h == 0)
