@@ -65,3 +65,35 @@ def kill_midway():
         return _done_count(store)
 
     return run
+
+
+def _make_davis(root, seqs=(("bear", "train", 5), ("cat", "val", 4)), size=(24, 32)):
+    """A tiny DAVIS-2017 tree: a red square moving right (id 1) and a still blue one (id 2) on grey."""
+    from PIL import Image
+
+    from vidcache.data.davis import write_mask
+
+    h, w = size
+    for seq, split, n in seqs:
+        (root / "JPEGImages/480p" / seq).mkdir(parents=True)
+        for f in range(n):
+            img = np.full((h, w, 3), 90, np.uint8)
+            ids = np.zeros((h, w), np.uint8)
+            x0 = 2 + 3 * f
+            img[6:14, x0:x0 + 8] = (250, 30, 30)
+            ids[6:14, x0:x0 + 8] = 1
+            ids[18:22, 2:6] = 2
+            img[18:22, 2:6] = (30, 30, 250)
+            Image.fromarray(img).save(root / "JPEGImages/480p" / seq / f"{f:05d}.jpg", quality=95)
+            write_mask(root / "Annotations/480p" / seq / f"{f:05d}.png", ids)
+    (root / "ImageSets/2017").mkdir(parents=True)
+    for split in ("train", "val"):
+        (root / "ImageSets/2017" / f"{split}.txt").write_text(
+            "".join(f"{s}\n" for s, sp, _ in seqs if sp == split))
+    return root
+
+
+@pytest.fixture
+def make_davis():
+    """Build a tiny DAVIS-2017 tree: `make_davis(root, seqs=((name, split, frames), ...), size=(h, w))`."""
+    return _make_davis

@@ -180,7 +180,8 @@ _register_synth()
 @data_app.command("manifest")
 def data_manifest(root: Path = typer.Argument(..., help="dataset root (videos)"),
                   output: Path = typer.Option(..., "-o", "--output", help="manifest CSV to write"),
-                  format: str = typer.Option("folders", help="folders, ucf101, hmdb51, kinetics or ssv2"),
+                  format: str = typer.Option("folders", help="folders, ucf101, hmdb51, kinetics, ssv2 or davis "
+                                                             "(a DAVIS-2017 tree: frames folders + masks)"),
                   splits: Optional[Path] = typer.Option(None, help="split files: folder (ucf101/hmdb51) or "
                                                                    "CSV (kinetics)"),
                   labels_json: Optional[Path] = typer.Option(None, help="ssv2: labels.json"),
@@ -211,13 +212,17 @@ def data_manifest(root: Path = typer.Argument(..., help="dataset root (videos)")
             m = importers.manifest_from_hmdb51(root, splits, fold=fold, val_fraction=val_fraction, seed=seed)
         else:
             m = importers.manifest_from_kinetics(root, splits, split_name=split_name)
+    elif format == "davis":
+        from vidcache.data.davis import manifest_from_davis
+
+        m = manifest_from_davis(root)
     elif format == "ssv2":
         if not (labels_json and train_json and val_json):
             raise typer.BadParameter("--format ssv2 needs --labels-json, --train-json and --val-json")
         m = importers.manifest_from_ssv2(root, labels_json, train_json, val_json, test_json,
                                          official_val_as=official_val_as, val_fraction=val_fraction, seed=seed)
     else:
-        raise typer.BadParameter(f"unknown --format {format!r}; use folders, ucf101, hmdb51, kinetics or ssv2")
+        raise typer.BadParameter(f"unknown --format {format!r}; use folders, ucf101, hmdb51, kinetics, ssv2 or davis")
     m.write(output)
     out.print(f"wrote {output}: {len(m)} videos, {len(m.classes)} classes, splits {m.counts()}")
 
@@ -231,8 +236,13 @@ def extract_clips_cmd(
         backbone: List[str] = typer.Option(["tiny"], help="backbone name or prefix:arg (`vidcache extract "
                                                           "backbones`); repeat it to extract several backbones "
                                                           "from one decode pass"),
-        protocol: str = typer.Option("5x3", help="1x1, 5x3, 2x3, uniform:C or random:C:seed"),
+        protocol: str = typer.Option("5x3", help="1x1, 5x3, 2x3, uniform:C, random:C:seed, or frames:all / "
+                                                 "frames:N[:stride] (per-frame patch tokens, with --tokens full)"),
         tokens: str = typer.Option("none", help="none, full, or pool:T,H,W (for attentive probes)"),
+        short_side: Optional[int] = typer.Option(None, help="frames protocols: short side of the resized "
+                                                             "frames (default: the backbone's; DINO 480)"),
+        size_multiple: Optional[int] = typer.Option(None, help="frames protocols: floor the long side to a "
+                                                                "multiple of this (default 64, as DINO)"),
         batch_size: int = typer.Option(32, help="clips per forward pass"),
         workers: int = typer.Option(2, help="decode worker processes (0 = in the main process)"),
         device: str = typer.Option("auto", help="auto, cpu, cuda or cuda:N"),
@@ -257,7 +267,8 @@ def extract_clips_cmd(
                                  f"{len(output)} outputs)")
     cfg = ClipExtractConfig(backbone=backbone[0], backbone_options=_parse_options(backbone_option),
                             protocol=protocol, tokens=tokens, clip_len=clip_len, stride=stride,
-                            crop_fraction=crop_fraction, dtype=dtype, batch_size=batch_size, workers=workers,
+                            crop_fraction=crop_fraction, short_side=short_side, size_multiple=size_multiple,
+                            dtype=dtype, batch_size=batch_size, workers=workers,
                             device=device, decode_timeout=decode_timeout, decoder=decoder,
                             videos_per_block=videos_per_block, trust_checkpoint=trust_checkpoint)
     from vidcache.config import check

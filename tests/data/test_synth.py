@@ -266,3 +266,53 @@ def test_shared_look_corpus_is_a_config_field(tmp_path):
     m = synthesize(tmp_path / "c", SynthConfig(videos=2, classes=2, size=16, frames=4, shared_look=True))
     assert json.loads((tmp_path / "c" / "synth.json").read_text())["config"]["shared_look"] is True
     assert len(m) == 2
+
+
+def test_ground_truth_masks_follow_the_object(corpus):
+    """Masks are indexed PNGs of id 1 that cover the drawn object; the manifest names their folders."""
+    from vidcache.data.davis import read_mask
+    from vidcache.data.synth import render_video
+
+    root, manifest, _ = corpus
+    assert manifest.masks is not None and len(manifest.masks) == len(manifest)
+    cfg = SynthConfig(**json.loads((root / "synth.json").read_text())["config"])
+    i = 0
+    name = manifest.classes[manifest.labels[i]]
+    video, info = render_video(name, _video_rng(cfg.seed, i), cfg.size, cfg.frames, cfg.noise)
+    for f in (0, cfg.frames - 1):
+        ids = read_mask(Path(manifest.masks[i]) / f"{f:05d}.png")
+        np.testing.assert_array_equal(ids, info["mask"][f])
+        assert set(np.unique(ids).tolist()) == {0, 1}
+        # the object is drawn where the mask is: pixels differ from the static background there
+        bg_diff = np.abs(video[f].astype(int) - video[(f + cfg.frames // 2) % cfg.frames].astype(int)).sum(-1)
+        assert ids.sum() > 10 and bg_diff[ids == 1].mean() > bg_diff[ids == 0].mean()
+
+
+def test_flow_moves_mask_pixels_onto_the_next_mask():
+    """Warping frame t's object pixels by the flow lands them inside frame t+1's mask; background flow is 0."""
+    from vidcache.data.synth import render_video
+
+    for name, speed in (("motion_right", True), ("motion_cw", False), ("motion_grow", False)):
+        _, info = render_video(name, np.random.default_rng(3), 64, 12, 0.0)
+        mask, flow = info["mask"], info["flow"].astype(np.float64)
+        assert flow.shape == (11, 64, 64, 2)
+        assert np.all(flow[mask[:-1] == 0] == 0)
+        hits = []
+        for t in range(11):
+            ys, xs = np.nonzero(mask[t])
+            x2 = np.round(xs + flow[t, ys, xs, 0]).astype(int) % 64
+            y2 = np.round(ys + flow[t, ys, xs, 1]).astype(int) % 64
+            hits.append(mask[t + 1][y2, x2].mean())
+        assert np.mean(hits) > 0.9, name
+        if speed:  # translation: every object pixel moves by the centre's step
+            step = np.mod(np.diff(info["cx"]) + 32, 64) - 32
+            np.testing.assert_allclose(flow[0][mask[0] == 1][:, 0], step[0], atol=2e-2)
+
+
+def test_flow_file_and_no_ground_truth_option(tmp_path):
+    m = synthesize(tmp_path / "a", SynthConfig(videos=2, classes=2, size=16, frames=4))
+    flow = np.load(tmp_path / "a" / "flow" / m.classes[0] / "00000.npz")["flow"]
+    assert flow.shape == (3, 16, 16, 2) and flow.dtype == np.float16
+    m2 = synthesize(tmp_path / "b", SynthConfig(videos=2, classes=2, size=16, frames=4, ground_truth=False))
+    assert m2.masks is None and not (tmp_path / "b" / "annotations").exists()
+    assert (tmp_path / "b" / "manifest.csv").read_text().splitlines()[0] == "path,label,split"

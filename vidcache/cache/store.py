@@ -73,6 +73,8 @@ DIMENSION_NAMES = {
     "clips/box": ("clips", "coord"),
     "clips/tokens": ("clips", "tokens", "dim"),
     "codes/frames": ("frames", "grid_y", "grid_x"),
+    "clips/frame_tokens": ("frames", "grid_y", "grid_x", "dim"),
+    "clips/frame_index": ("frames",),
 }
 
 
@@ -221,6 +223,9 @@ class Store:
             "videos/label": (np.asarray(manifest.labels, dtype=np.int32), "int32"),
             "videos/split": (np.asarray(manifest.splits, dtype=str), str),
         }
+        if getattr(manifest, "masks", None):
+            # Mask folders of dense ground truth (DAVIS layout), read by the dense probes.
+            meta_arrays["videos/masks"] = (np.asarray(manifest.masks, dtype=str), str)
         videos_dim = ("videos",)
         for name, (values, dtype) in meta_arrays.items():
             arr = group.create_array(name, shape=(V,), chunks=block, dtype=dtype, compressors=None,
@@ -375,6 +380,9 @@ class Store:
         out = {}
         for name in ("path", "label", "split", "num_frames", "fps", "height", "width", "error"):
             out[name] = np.asarray(self.group[f"videos/{name}"][:])[sel]
+        for name in ("masks", "num_token_frames", "grid_h", "grid_w"):  # present in some stores only
+            if f"videos/{name}" in self.group:
+                out[name] = np.asarray(self.group[f"videos/{name}"][:])[sel]
         out["status"] = self.status()[sel]
         return out
 
@@ -700,4 +708,7 @@ def manifest_digest(manifest) -> str:
     for p, y, s in zip(manifest.paths, np.asarray(manifest.labels).tolist(), manifest.splits):
         h.update(f"{p}\t{y}\t{s}\n".encode())
     h.update(json.dumps(list(manifest.classes)).encode())
+    masks = getattr(manifest, "masks", None)
+    if masks:  # only manifests with masks hash them, so earlier stores keep their digest
+        h.update(json.dumps(list(masks)).encode())
     return h.hexdigest()

@@ -26,6 +26,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from vidcache.data.davis import manifest_from_davis
 from vidcache.data.manifest import SPLITS, Manifest
 from vidcache.errors import DataError
 
@@ -485,6 +486,7 @@ IMPORTERS: dict[str, Callable[..., Manifest]] = {
     "hmdb51": manifest_from_hmdb51,
     "kinetics": manifest_from_kinetics,
     "ssv2": manifest_from_ssv2,
+    "davis": manifest_from_davis,
 }
 
 

@@ -1,6 +1,8 @@
-"""Manifests: the list of videos of a dataset, as a CSV with `path,label,split`.
+"""Manifests: the list of videos of a dataset, as a CSV with `path,label,split` (and `masks`).
 
 `label` holds class names or integer ids; `path` is absolute or relative to the manifest's folder.
+An optional fourth column `masks` names each video's folder of per-frame masks (indexed PNGs,
+DAVIS layout; see `vidcache.data.davis`), relative like `path`; empty for a video without masks.
 The class list is the sorted set of names, unless a `classes.txt` sits beside the manifest (one
 name per line, in id order), which importers write so that ids match the dataset's official ones.
 """
@@ -28,11 +30,18 @@ class Manifest:
     splits: list[str]
     classes: list[str] = field(default_factory=list)
     source: str = ""  # where it was read from, for messages
+    masks: list[str] | None = None  # per-video mask folder ("" = none), or None when no video has one
 
     def __post_init__(self):
         self.labels = np.asarray(self.labels, dtype=np.int32)
         if not (len(self.paths) == len(self.labels) == len(self.splits)):
             raise DataError("manifest columns differ in length: paths, labels and splits must match")
+        if self.masks is not None:
+            self.masks = [str(m or "") for m in self.masks]
+            if len(self.masks) != len(self.paths):
+                raise DataError("manifest columns differ in length: masks must have one entry per video")
+            if not any(self.masks):
+                self.masks = None
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -55,17 +64,20 @@ class Manifest:
         path.parent.mkdir(parents=True, exist_ok=True)
         root = path.parent.resolve()
         tmp = path.with_name(path.name + ".tmp")
+        def rel(p: str) -> str:
+            if relative and p and not _is_url(p):
+                try:
+                    return str(Path(p).resolve().relative_to(root))
+                except ValueError:
+                    pass
+            return p
+
         with open(tmp, "w", newline="") as f:
             w = csv.writer(f)
-            w.writerow(["path", "label", "split"])
-            for p, y, s in zip(self.paths, self.labels.tolist(), self.splits):
-                if relative and not _is_url(p):
-                    try:
-                        p = str(Path(p).resolve().relative_to(root))
-                    except ValueError:
-                        pass
+            w.writerow(["path", "label", "split"] + (["masks"] if self.masks else []))
+            for i, (p, y, s) in enumerate(zip(self.paths, self.labels.tolist(), self.splits)):
                 label = self.classes[y] if (self.classes and y >= 0) else ("" if y < 0 else str(y))
-                w.writerow([p, label, s])
+                w.writerow([rel(p), label, s] + ([rel(self.masks[i])] if self.masks else []))
         tmp.replace(path)
         if self.classes:
             (path.parent / "classes.txt").write_text("\n".join(self.classes) + "\n")
@@ -87,7 +99,8 @@ def read_manifest(path: str | Path) -> Manifest:
     if not rows or [c.strip() for c in rows[0][:3]] != ["path", "label", "split"]:
         raise DataError(f"{path}: first line must be the header 'path,label,split'")
     root = path.parent.resolve()
-    paths, raw_labels, splits, problems = [], [], [], []
+    has_masks = len(rows[0]) > 3 and rows[0][3].strip() == "masks"
+    paths, raw_labels, splits, masks, problems = [], [], [], [], []
     for lineno, row in enumerate(rows[1:], start=2):
         if not row or all(not c.strip() for c in row):
             continue
@@ -102,6 +115,9 @@ def read_manifest(path: str | Path) -> Manifest:
         paths.append(p if (_is_url(p) or Path(p).is_absolute()) else str(root / p))
         raw_labels.append(y)
         splits.append(s)
+        if has_masks:
+            m = row[3].strip() if len(row) > 3 else ""
+            masks.append(m if (not m or _is_url(m) or Path(m).is_absolute()) else str(root / m))
     if problems:
         raise DataError(f"{path}: " + "; ".join(problems[:10]) + (" ..." if len(problems) > 10 else ""))
     if not paths:
@@ -127,7 +143,8 @@ def read_manifest(path: str | Path) -> Manifest:
         raise DataError(f"{path}: " + "; ".join(problems[:10]))
     if not classes and any(y >= 0 for y in labels):
         classes = [str(i) for i in range(max(labels) + 1)]
-    return Manifest(paths, np.array(labels, dtype=np.int32), splits, classes, source=str(path))
+    return Manifest(paths, np.array(labels, dtype=np.int32), splits, classes, source=str(path),
+                    masks=masks if has_masks else None)
 
 
 def _is_int(s: str) -> bool:

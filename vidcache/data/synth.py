@@ -14,6 +14,11 @@ come in pairs, taken in a fixed order:
   are separable from one frame and move at random (drift, spin), so motion carries no label.
 
 Comparing probe accuracy on the two kinds contrasts temporal understanding with frame statistics.
+Beside each video the generator writes what it knows exactly (`ground_truth`): per-frame instance
+masks as indexed PNGs in DAVIS layout (`annotations/<class>/<index>/<frame>.png`, object id 1 where
+the object covers at least half a pixel, 0 elsewhere) and the forward optical flow
+(`flow/<class>/<index>.npz`, `flow` float16 [T-1, H, W, 2]: the (dx, dy) in pixels that takes each
+object pixel of frame t to where that point of the object is at frame t+1; 0 on the background).
 Files are real H.264 mp4s (libx264, yuv420p) encoded single-threaded, so one seed gives
 byte-identical files on one software stack.
 """
@@ -73,6 +78,8 @@ class SynthConfig:
     test_fraction: float = field(0.15, help="fraction of each class in the test split")
     crf: int = field(23, help="x264 constant rate factor (0 = lossless, 51 = worst)")
     noise: float = field(3.0, help="std of the per-frame camera noise, in 0..255 grey levels")
+    ground_truth: bool = field(True, help="write per-frame instance masks (annotations/, DAVIS layout) "
+                                          "and forward optical flow (flow/) beside the videos")
     shared_look: bool = field(False, help="give every video the same background and object colours "
                                           "(drawn from the seed), so that videos of a class differ "
                                           "only in where and how fast the object moves")
@@ -278,8 +285,40 @@ def render_video(name: str, rng: np.random.Generator, size: int = 64, frames: in
         b = np.frombuffer(rng.bytes(2 * video.size), dtype=np.uint8).reshape((2,) + video.shape)
         video += (b[0] + b[1].astype(np.float32) - 255.0) * np.float32(noise * np.sqrt(6) / 255)
     info = {"cx": path.cx, "cy": path.cy, "angle": path.angle, "radius": path.radius, "alpha": path.alpha}
+    inside = mask[:, 0] >= 0.5
+    ids = np.zeros((frames, s, s), np.uint8)
+    ids[ti[inside], yi[inside], xi[inside]] = 1
+    info["mask"] = ids
+    info["flow"] = _object_flow(path, ti[inside], u[inside], v[inside], ddx[inside], ddy[inside], s, frames)
     np.clip(video + 0.5, 0, 255, out=video)  # + 0.5 then truncation rounds to nearest
     return video.astype(np.uint8), info
+
+
+def _object_flow(path: _Path, ti: np.ndarray, u: np.ndarray, v: np.ndarray, dx: np.ndarray, dy: np.ndarray,
+                 s: int, frames: int) -> np.ndarray:
+    """float16 [T-1, S, S, 2] forward flow of the object pixels (object coordinates u, v at frame t).
+
+    A point at object coordinates (u, v) sits at centre + r R(angle) (u, v); its displacement to
+    frame t+1 is the centre's move (the short way round the torus) plus the change of its offset.
+    """
+    flow = np.zeros((max(frames - 1, 0), s, s, 2), np.float32)
+    keep = ti < frames - 1
+    t, u, v, dx, dy = ti[keep], u[keep], v[keep], dx[keep], dy[keep]
+    if len(t) == 0:
+        return flow.astype(np.float16)
+    n = t + 1
+    c1, s1 = np.cos(path.angle[n]), np.sin(path.angle[n])
+    r1 = path.radius[n]
+    dx1 = r1 * (c1 * u - s1 * v)
+    dy1 = r1 * (s1 * u + c1 * v)
+    mx = np.mod(path.cx[n] - path.cx[t] + s / 2, s) - s / 2
+    my = np.mod(path.cy[n] - path.cy[t] + s / 2, s) - s / 2
+    # Pixel (x, y) of frame t is at offset (dx, dy) from the centre (pixel centres, torus offsets).
+    x = np.mod(path.cx[t] + dx, s).astype(np.intp) % s
+    y = np.mod(path.cy[t] + dy, s).astype(np.intp) % s
+    flow[t, y, x, 0] = mx + dx1 - dx
+    flow[t, y, x, 1] = my + dy1 - dy
+    return flow.astype(np.float16)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -317,15 +356,31 @@ def _video_rng(seed: int, index: int) -> np.random.Generator:
     return np.random.default_rng([int(seed), int(index), 0x5EED])
 
 
+def ground_truth_paths(out: Path, name: str, index: int) -> tuple[Path, Path]:
+    """(mask folder, flow file) of video `index` of class `name` in a corpus folder."""
+    return out / "annotations" / name / f"{index:05d}", out / "flow" / name / f"{index:05d}.npz"
+
+
 def _make_video(cfg: SynthConfig, index: int, name: str, path: Path) -> None:
     look = np.random.default_rng([int(cfg.seed), 0x100C]) if cfg.shared_look else None
-    video, _ = render_video(name, _video_rng(cfg.seed, index), cfg.size, cfg.frames, cfg.noise, look)
+    video, info = render_video(name, _video_rng(cfg.seed, index), cfg.size, cfg.frames, cfg.noise, look)
+    if cfg.ground_truth:
+        from vidcache.data.davis import write_mask
+
+        mask_dir, flow_file = ground_truth_paths(path.parents[2], name, index)
+        for f, ids in enumerate(info["mask"]):
+            write_mask(mask_dir / f"{f:05d}.png", ids)
+        flow_file.parent.mkdir(parents=True, exist_ok=True)
+        tmp = flow_file.with_name(flow_file.stem + ".tmp.npz")
+        np.savez_compressed(tmp, flow=info["flow"])
+        tmp.replace(flow_file)
     write_mp4(path, video, cfg.fps, cfg.crf)
 
 
 def synthesize(out_dir: str | Path, cfg: SynthConfig, progress: Callable[[int, int], None] | None = None,
                overwrite: bool = False, workers: int = 1) -> Manifest:
-    """Write the corpus: `videos/<class>/<index>.mp4`, `manifest.csv`, `classes.txt`, `synth.json`.
+    """Write the corpus: `videos/<class>/<index>.mp4`, `manifest.csv`, `classes.txt`, `synth.json`
+    (and, with `cfg.ground_truth`, `annotations/` masks and `flow/`, named in the manifest's masks column).
 
     Video i has class i % K (classes balanced, rows interleaved); splits are stratified per class.
     `progress(done, total)` is called after each video. A non-empty `out_dir` is refused unless
@@ -341,7 +396,8 @@ def synthesize(out_dir: str | Path, cfg: SynthConfig, progress: Callable[[int, i
             raise DataError(f"{out} is not empty: choose a new folder or overwrite the earlier corpus")
         if not (out / "synth.json").is_file():
             raise DataError(f"{out} holds files that are not a synthetic corpus (no synth.json): refusing to overwrite")
-        shutil.rmtree(out / "videos", ignore_errors=True)
+        for sub in ("videos", "annotations", "flow"):
+            shutil.rmtree(out / sub, ignore_errors=True)
         for name in ("manifest.csv", "classes.txt", "synth.json"):
             (out / name).unlink(missing_ok=True)
     out.mkdir(parents=True, exist_ok=True)
@@ -351,7 +407,9 @@ def synthesize(out_dir: str | Path, cfg: SynthConfig, progress: Callable[[int, i
     splits = stratified_split(labels, cfg.val_fraction, cfg.test_fraction, cfg.seed, keys=classes)
     jobs = [(i, classes[y], out / "videos" / classes[y] / f"{i:05d}.mp4") for i, y in enumerate(labels.tolist())]
     paths = [str(p.resolve()) for _, _, p in jobs]
-    manifest = Manifest(paths, labels.astype(np.int32), splits, classes, source=str(out / "manifest.csv"))
+    masks = [str(ground_truth_paths(out, name, i)[0].resolve()) for i, name, _ in jobs] if cfg.ground_truth else None
+    manifest = Manifest(paths, labels.astype(np.int32), splits, classes, source=str(out / "manifest.csv"),
+                        masks=masks)
     # synth.json comes first: it marks the folder as a corpus, so an interrupted run can be overwritten.
     meta = {"config": to_dict(cfg), "classes": classes, "kinds": {c: class_kind(c) for c in classes},
             "counts": manifest.counts()}

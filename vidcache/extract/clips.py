@@ -32,7 +32,14 @@ from vidcache.extract.runner import (
     resolve_device,
     run_extractions,
 )
-from vidcache.extract.sampling import boxes, frames_needed, parse_protocol, plan_clips
+from vidcache.extract.sampling import (
+    boxes,
+    frames_needed,
+    is_frame_protocol,
+    parse_frame_protocol,
+    parse_protocol,
+    plan_clips,
+)
 from vidcache.extract.transforms import video_clips_tensor
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
@@ -45,11 +52,16 @@ class ClipExtractConfig:
 
     backbone: str = field("tiny", help="backbone name or prefix:arg (see `vidcache extract backbones`)")
     backbone_options: dict = field(default_factory=dict, help="keyword options of the backbone factory")
-    protocol: str = field("5x3", help="sampling protocol: 1x1, 5x3, 2x3, uniform:C, random:C:seed")
+    protocol: str = field("5x3", help="sampling protocol: 1x1, 5x3, 2x3, uniform:C, random:C:seed, or "
+                                      "frames:all / frames:N[:stride] (per-frame patch tokens for dense probes)")
     tokens: str = field("none", help="store patch tokens: none, full, or pool:T,H,W (average-pooled grid)")
     clip_len: int | None = field(None, help="frames per clip (default: the backbone's)")
     stride: int | None = field(None, help="frame stride within a clip (default: the backbone's)")
     crop_fraction: float = field(1.0, help="evaluation crop side as a fraction of the short side")
+    short_side: int | None = field(None, help="frames protocols: resize whole frames to this short side "
+                                              "(default: the backbone's image size; DINO uses 480)")
+    size_multiple: int | None = field(None, help="frames protocols: floor the long side to a multiple of "
+                                                 "this (default 64 as DINO, or the patch size)")
     dtype: str = field("fp32", help="compute dtype: fp32, fp16 or bf16 (autocast; GPU only for fp16)")
     batch_size: int = field(32, help="clips per forward pass", hashed=False)
     workers: int = field(2, help="decode worker processes (0 = decode in the main process)", hashed=False)
@@ -63,9 +75,21 @@ class ClipExtractConfig:
     def validate(self) -> list[str]:
         p = []
         try:
-            parse_protocol(self.protocol)
+            if is_frame_protocol(self.protocol):
+                parse_frame_protocol(self.protocol)
+                if self.tokens != "full":
+                    p.append(f"protocol {self.protocol} stores per-frame patch tokens: pass --tokens full "
+                             f"(got {self.tokens!r})")
+            else:
+                parse_protocol(self.protocol)
+                if self.short_side is not None or self.size_multiple is not None:
+                    p.append("short_side and size_multiple apply to frames:... protocols only")
         except VidcacheError as e:
             p.append(str(e))
+        for name in ("short_side", "size_multiple"):
+            v = getattr(self, name)
+            if v is not None and v < 1:
+                p.append(f"{name} must be >= 1, got {v}")
         if self.tokens not in ("none", "full") and not _POOL_RE.match(self.tokens):
             p.append(f"tokens must be none, full or pool:T,H,W (e.g. pool:2,4,4), got {self.tokens!r}")
         if self.dtype not in DTYPES:
@@ -250,6 +274,17 @@ class ClipJob:
         return emb.float().cpu().numpy().astype(np.float16), tok
 
 
+def _frame_job(cfg: ClipExtractConfig, backbone, device: torch.device, manifest):
+    """A frame-token job, its store sized by probing the manifest's videos (frames/frames.py)."""
+    from vidcache.extract.frames import FrameJob, default_multiple, probe_sizes
+
+    short = int(cfg.short_side or backbone.image_size)
+    multiple = int(cfg.size_multiple or default_multiple(int(backbone.patch_size)))
+    sizes = probe_sizes(manifest, cfg.protocol, short, multiple, decoder=cfg.decoder, workers=cfg.workers,
+                        timeout_s=cfg.decode_timeout)
+    return FrameJob(cfg, backbone, device, sizes)
+
+
 def extract_clips(manifest, out: str, cfg: ClipExtractConfig, *, overwrite: bool = False, progress=None,
                   backbone=None, storage_options: dict | None = None, start_method: str | None = None) -> Summary:
     """Extract clip embeddings of every video of `manifest` into the clip store at `out`.
@@ -299,15 +334,18 @@ def extract_clips_many(manifest, outs: list[str], cfg: ClipExtractConfig, backbo
                     options["trust_checkpoint"] = True
                 bb = create_backbone(bb, **options)
             bb = bb.to(device).eval()
-            jobs.append(ClipJob(dataclasses.replace(cfg, backbone=bb.name or cfg.backbone), bb, device))
+            jcfg = dataclasses.replace(cfg, backbone=bb.name or cfg.backbone)
+            jobs.append(_frame_job(jcfg, bb, device, manifest) if is_frame_protocol(cfg.protocol)
+                        else ClipJob(jcfg, bb, device))
         groups: dict[tuple, list[int]] = {}
         for i, job in enumerate(jobs):
             groups.setdefault(preprocess_key(job), []).append(i)
         summaries: list[Summary | None] = [None] * len(jobs)
         for idx in groups.values():
+            block = cfg.videos_per_block or getattr(jobs[idx[0]], "suggested_block", lambda: None)()
             got = run_extractions([jobs[i] for i in idx], manifest, [str(outs[i]) for i in idx],
                                   workers=cfg.workers, timeout_s=cfg.decode_timeout, overwrite=overwrite,
-                                  videos_per_block=cfg.videos_per_block, progress=progress, dist=dist,
+                                  videos_per_block=block, progress=progress, dist=dist,
                                   storage_options=storage_options, start_method=start_method)
             for i, s in zip(idx, got):
                 summaries[i] = s

@@ -28,6 +28,10 @@ frames asked for (T*H*W*3 bytes, then gathered), so ask for the frames of one vi
 (see `sampling.frames_needed`) instead of the whole video. `iter_frames` streams and keeps at most
 one chunk in memory.
 
+Frames folders: a directory of JPEG/PNG images (a DAVIS sequence, `JPEGImages/480p/<seq>/`) is a
+video whose frames are its images in name order (frame rate unknown: 0.0). All frames must have
+one size.
+
 Remote files: a path with a scheme other than file:// (s3://, gs://, http://, ...) is copied through
 fsspec into a local temporary file, because decord needs a seekable local file; the copy is removed
 when the reader closes.
@@ -45,6 +49,7 @@ from pathlib import Path
 
 import numpy as np
 
+from vidcache.data.davis import frame_files, is_frames_folder
 from vidcache.errors import DataError
 
 BACKENDS = ("auto", "decord", "pyav")
@@ -111,7 +116,10 @@ def _localize(path: str) -> tuple[str, str | None]:
         if not os.path.exists(path):
             raise DecodeError(path, "missing", "file not found")
         if os.path.isdir(path):
-            raise DecodeError(path, "not_video", "is a directory, not a video file")
+            if not is_frames_folder(path):
+                raise DecodeError(path, "not_video", "is a directory without frame images (.jpg/.png), "
+                                                     "not a video file")
+            return path, None
         if os.path.getsize(path) == 0:
             raise DecodeError(path, "empty", "file is empty (0 bytes)")
         return path, None
@@ -281,6 +289,42 @@ class _PyAVImpl:
                 pass
 
 
+class _FramesImpl:
+    """A folder of frame images read as a video (PIL; the frame rate is unknown)."""
+
+    name = "frames"
+
+    def __init__(self, path: str, display: str):
+        self.display = display
+        self.files = frame_files(path)
+        self.num_frames = len(self.files)
+        self.fps = 0.0
+        first = self._load(0)
+        self.height, self.width = int(first.shape[0]), int(first.shape[1])
+
+    def _load(self, i: int) -> np.ndarray:
+        from PIL import Image
+
+        try:
+            with Image.open(self.files[i]) as im:
+                return np.asarray(im.convert("RGB"), dtype=np.uint8)
+        except OSError as e:
+            raise DecodeError(self.display, "corrupt", f"frame {self.files[i].name} does not decode ({_short(e)})") from None
+
+    def read(self, unique_sorted: np.ndarray) -> np.ndarray:
+        out = np.empty((unique_sorted.size, self.height, self.width, 3), np.uint8)
+        for k, i in enumerate(unique_sorted.tolist()):
+            frame = self._load(i)
+            if frame.shape[:2] != (self.height, self.width):
+                raise DecodeError(self.display, "corrupt", f"frame {self.files[i].name} is {frame.shape[1]}x"
+                                  f"{frame.shape[0]}, the first is {self.width}x{self.height}")
+            out[k] = frame
+        return out
+
+    def close(self):
+        pass
+
+
 def _stream_fps(stream) -> float:
     for rate in (stream.average_rate, stream.guessed_rate, stream.base_rate):
         if rate:
@@ -320,6 +364,8 @@ class VideoReader:
         return self._impl.name if self._impl is not None else "closed"
 
     def _open_impl(self):
+        if os.path.isdir(self._local):
+            return _FramesImpl(self._local, self.path)
         if self._requested == "pyav":
             return _PyAVImpl(self._local, self.path)
         if self._requested == "decord":

@@ -36,6 +36,12 @@ half the frame's side, enough context for a useful embedding. The generator of v
 the pair (seed, i) (numpy SeedSequence), so a resumed or sharded run draws exactly the same clips
 for every video regardless of which worker or in which order it is processed.
 
+Frame protocols (`frames:all`, `frames:N`, `frames:N:stride`) are for dense work: no crop, every
+selected frame whole (resized so its short side is `short_side`), the patch tokens of each frame
+(each tubelet for video backbones) stored at their spatial grid with the frame indices
+(`extract/frames.py`). `frames:all` takes every frame, `frames:N:stride` frames 0, stride,
+2*stride, ... (N of them at most; a shorter video gives fewer).
+
 Boxes are `(x0, y0, t0, x1, y1, t1)` divided by width, height and number of frames, with x1, y1, t1
 exclusive: t1 = (last frame index + 1) / num_frames. That is the contract of `clips/box`.
 """
@@ -115,6 +121,64 @@ def _check_counts(raw: str, total: int, counts: list[tuple[str, int]], what: str
         problems.append(f"{raw!r}: {total} clips per video is more than {MAX_CLIPS}")
     if problems:
         raise ConfigError(problems, what)
+
+
+@dataclass(frozen=True)
+class FrameProtocol:
+    """A parsed frame protocol: `count` frames (None = every frame), `stride` apart from frame 0."""
+
+    count: int | None
+    stride: int = 1
+    name: str = "frames:all"
+
+    def __str__(self) -> str:
+        return self.name
+
+    def select(self, num_frames: int) -> np.ndarray:
+        """int64 frame indices of a video with `num_frames` frames."""
+        idx = np.arange(0, max(0, int(num_frames)), self.stride, dtype=np.int64)
+        return idx if self.count is None else idx[:self.count]
+
+    def max_frames(self, num_frames: int) -> int:
+        return len(self.select(num_frames))
+
+
+def is_frame_protocol(text: str) -> bool:
+    return str(text).strip().lower().startswith("frames")
+
+
+def parse_frame_protocol(text: str | FrameProtocol) -> FrameProtocol:
+    """Parse `frames:all`, `frames:N` or `frames:N:stride`; a bad string raises ConfigError saying why."""
+    if isinstance(text, FrameProtocol):
+        return text
+    raw = str(text)
+    s = raw.strip().lower()
+    if m := re.fullmatch(r"frames:all(?::(\d+))?", s):
+        stride = int(m[1] or 1)
+        if stride < 1:
+            raise ConfigError([f"{raw!r}: the stride must be at least 1"], "frame protocol")
+        return FrameProtocol(None, stride, name="frames:all" + (f":{stride}" if stride > 1 else ""))
+    if m := re.fullmatch(r"frames:(\d+)(?::(\d+))?", s):
+        n, stride = int(m[1]), int(m[2] or 1)
+        problems = [f"{raw!r}: {what} must be at least 1" for what, v in (("the frame count N", n),
+                                                                       ("the stride", stride)) if v < 1]
+        if problems:
+            raise ConfigError(problems, "frame protocol")
+        return FrameProtocol(n, stride, name=f"frames:{n}" + (f":{stride}" if stride > 1 else ""))
+    raise ConfigError([f"{raw!r} is not a frame protocol: use 'frames:all', 'frames:all:STRIDE', 'frames:N' "
+                       f"or 'frames:N:STRIDE' (e.g. 'frames:32:2')"], "frame protocol")
+
+
+def frame_size(height: int, width: int, short_side: int, multiple: int) -> tuple[int, int]:
+    """(h, w) a frame is resized to: short side `short_side`, long side floored to a `multiple`.
+
+    DINO's `read_frame` (eval_video_segmentation.py) does this with 480 and 64, keeping the aspect
+    ratio up to the floor (a square 720p frame becomes 480 x 448). When the floor would leave
+    nothing (a long side under one multiple), the long side is the short side.
+    """
+    lo, hi = (height, width) if height <= width else (width, height)
+    long = int(((short_side * hi) / lo) // multiple) * multiple or short_side
+    return (short_side, long) if height <= width else (long, short_side)
 
 
 @dataclass(frozen=True)

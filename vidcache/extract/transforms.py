@@ -53,12 +53,13 @@ def _stats(values: Sequence[float], device, dtype) -> torch.Tensor:
     return t.view(3, 1, 1, 1)
 
 
-def _resize_normalise(x: torch.Tensor, size: int, mean: torch.Tensor, std: torch.Tensor,
+def _resize_normalise(x: torch.Tensor, size: int | tuple[int, int], mean: torch.Tensor, std: torch.Tensor,
                       dtype: torch.dtype) -> torch.Tensor:
-    """[N, h, w, 3] uint8 crops -> [3, N, size, size] normalised."""
+    """[N, h, w, 3] uint8 crops -> [3, N, size, size] (or [3, N, *size]) normalised."""
+    target = (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
     x = x.permute(0, 3, 1, 2).to(torch.float32)  # interpolate wants [N, C, h, w] in float
-    if x.shape[-2:] != (size, size):
-        x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+    if tuple(x.shape[-2:]) != target:
+        x = F.interpolate(x, size=target, mode="bilinear", antialias=True, align_corners=False)
     x = x.permute(1, 0, 2, 3).to(dtype)
     return (x / 255.0 - mean) / std
 
@@ -104,6 +105,13 @@ def video_clips_tensor(frames, specs: Sequence[ClipSpec], size: int, mean: Seque
         y = _resize_normalise(x[sel, y0:y1, x0:x1], size, mean_t, std_t, dtype)  # [3, n*T, S, S]
         out[clips] = y.view(3, len(clips), clip_len, size, size).transpose(0, 1)
     return out
+
+
+def frames_tensor(frames, height: int, width: int, mean: Sequence[float], std: Sequence[float],
+                  device: torch.device | str | None = None, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """Whole frames uint8 [N, H, W, 3] -> [3, N, height, width] resized (no crop) and normalised."""
+    x = _as_uint8_tensor(frames, device)
+    return _resize_normalise(x, (height, width), _stats(mean, x.device, dtype), _stats(std, x.device, dtype), dtype)
 
 
 class ClipTransform:
