@@ -7,6 +7,15 @@ strictly: `patch_embed.proj` (Conv3d over tubelet x patch x patch, or Conv2d whe
 
 `forward(x, masks)` returns every token after the final norm; `masks` keeps only the given token
 indices after the position embedding is added (V-JEPA's context encoder sees only its context).
+
+Two options serve per-frame encoders (TDV, `vidcache.pretrain.tdv`), both off by default so jepa
+checkpoints keep their exact layout:
+- `cls_token`: a learnable class token prepended to the patch tokens of an image ViT (DINOv2 style:
+  `forward` returns `[B, 1 + N, D]`, the class token first; it takes no position embedding);
+- `condition_dim`: every block also cross-attends to a condition `[B, M, condition_dim]`
+  (`forward(x, condition=...)`), as the motion encoder of TDV attends to the frame encoder's tokens
+  (ninaddaithankar/tdv, `model/cv/dinov2_with_cross_attention/layers/block.py`:
+  x + self_attn(norm1 x), then x + cross_attn(norm x, condition), then x + mlp(norm2 x)).
 """
 
 from __future__ import annotations
@@ -102,19 +111,49 @@ class MLP(nn.Module):
         return self.drop(self.fc2(self.drop(self.act(self.fc1(x)))))
 
 
+class CrossAttention(nn.Module):
+    """Queries from the tokens, keys and values from a condition of another width."""
+
+    def __init__(self, dim: int, kv_dim: int, num_heads: int, qkv_bias: bool = True):
+        super().__init__()
+        if dim % num_heads:
+            raise ValueError(f"embed_dim {dim} is not divisible by num_heads {num_heads}")
+        self.num_heads = num_heads
+        self.q = nn.Linear(dim, dim, bias=qkv_bias)
+        self.kv = nn.Linear(kv_dim, dim * 2, bias=qkv_bias)
+        self.proj = nn.Linear(dim, dim)
+
+    def forward(self, x: Tensor, condition: Tensor) -> Tensor:
+        B, N, C = x.shape
+        M = condition.shape[1]
+        h = self.num_heads
+        q = self.q(x).reshape(B, N, h, C // h).transpose(1, 2)
+        k, v = self.kv(condition).reshape(B, M, 2, h, C // h).permute(2, 0, 3, 1, 4)
+        x = F.scaled_dot_product_attention(q, k, v)
+        return self.proj(x.transpose(1, 2).reshape(B, N, C))
+
+
 class Block(nn.Module):
-    """Pre-norm transformer block: x + attn(norm(x)), then x + mlp(norm(x))."""
+    """Pre-norm transformer block: x + attn(norm(x)), then x + mlp(norm(x)).
+
+    With `condition_dim`, a cross-attention step sits between the two: x + cross(norm(x), condition).
+    """
 
     def __init__(self, dim: int, num_heads: int, mlp_ratio: float = 4.0, qkv_bias: bool = True,
-                 drop: float = 0.0, attn_drop: float = 0.0):
+                 drop: float = 0.0, attn_drop: float = 0.0, condition_dim: int | None = None):
         super().__init__()
         self.norm1 = nn.LayerNorm(dim, eps=1e-6)
         self.attn = Attention(dim, num_heads, qkv_bias=qkv_bias, attn_drop=attn_drop, proj_drop=drop)
+        if condition_dim is not None:
+            self.norm_cross = nn.LayerNorm(dim, eps=1e-6)
+            self.cross_attn = CrossAttention(dim, condition_dim, num_heads, qkv_bias=qkv_bias)
         self.norm2 = nn.LayerNorm(dim, eps=1e-6)
         self.mlp = MLP(dim, int(dim * mlp_ratio), drop=drop)
 
-    def forward(self, x: Tensor) -> Tensor:
+    def forward(self, x: Tensor, condition: Tensor | None = None) -> Tensor:
         x = x + self.attn(self.norm1(x))
+        if condition is not None:
+            x = x + self.cross_attn(self.norm_cross(x), condition)
         return x + self.mlp(self.norm2(x))
 
 
@@ -133,13 +172,18 @@ class VisionTransformer(nn.Module):
                  tubelet_size: int = 2, in_chans: int = 3, embed_dim: int = 768, depth: int = 12,
                  num_heads: int = 12, mlp_ratio: float = 4.0, qkv_bias: bool = True,
                  drop_rate: float = 0.0, attn_drop_rate: float = 0.0, init_std: float = 0.02,
-                 uniform_power: bool = False):
+                 uniform_power: bool = False, cls_token: bool = False, condition_dim: int | None = None):
         super().__init__()
         self.config: dict[str, Any] = dict(
             img_size=img_size, patch_size=patch_size, num_frames=num_frames, tubelet_size=tubelet_size,
             in_chans=in_chans, embed_dim=embed_dim, depth=depth, num_heads=num_heads,
             mlp_ratio=mlp_ratio, qkv_bias=qkv_bias, drop_rate=drop_rate, attn_drop_rate=attn_drop_rate,
             init_std=init_std, uniform_power=uniform_power)
+        # Recorded only when set, so configs (and checkpoints) of plain ViTs are unchanged.
+        if cls_token:
+            self.config["cls_token"] = True
+        if condition_dim is not None:
+            self.config["condition_dim"] = int(condition_dim)
         self.img_size, self.patch_size = img_size, patch_size
         self.num_frames, self.tubelet_size = num_frames, tubelet_size
         self.embed_dim, self.num_heads, self.init_std = embed_dim, num_heads, init_std
@@ -149,16 +193,23 @@ class VisionTransformer(nn.Module):
             raise ValueError(f"num_frames {num_frames} is not a multiple of tubelet_size {tubelet_size}")
         if img_size % patch_size:
             raise ValueError(f"img_size {img_size} is not a multiple of patch_size {patch_size}")
+        if cls_token and self.is_video:
+            raise ValueError("cls_token is for image ViTs (num_frames == 1)")
         self.grid_size = img_size // patch_size
         self.grid_depth = num_frames // tubelet_size if self.is_video else 1
+        self.num_prefix_tokens = 1 if cls_token else 0
+        self.condition_dim = condition_dim
 
         self.patch_embed = PatchEmbed(patch_size, tubelet_size if self.is_video else None, in_chans, embed_dim)
         self.num_patches = self.grid_depth * self.grid_size ** 2
         # A parameter (not a buffer) that takes no gradient: jepa stores it this way, so its
         # checkpoints, and optimizers that filter on requires_grad, see the same tensors.
         self.pos_embed = nn.Parameter(torch.zeros(1, self.num_patches, embed_dim), requires_grad=False)
+        if cls_token:
+            self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim))
         self.blocks = nn.ModuleList([
-            Block(embed_dim, num_heads, mlp_ratio, qkv_bias, drop=drop_rate, attn_drop=attn_drop_rate)
+            Block(embed_dim, num_heads, mlp_ratio, qkv_bias, drop=drop_rate, attn_drop=attn_drop_rate,
+                  condition_dim=condition_dim)
             for _ in range(depth)])
         self.norm = nn.LayerNorm(embed_dim, eps=1e-6)
         self.reset_parameters()
@@ -184,11 +235,15 @@ class VisionTransformer(nn.Module):
             elif isinstance(m, nn.LayerNorm):
                 m.weight.fill_(1.0)
                 m.bias.zero_()
+        if self.num_prefix_tokens:  # DINOv2 draws its class token from N(0, 1e-6)
+            self.cls_token.copy_(torch.randn(self.cls_token.shape, generator=generator) * 1e-6)
         # Each residual branch's output projection is divided by sqrt(2 * layer) so the residual
         # stream's variance does not grow with depth.
         for i, blk in enumerate(self.blocks, start=1):
             blk.attn.proj.weight.div_(math.sqrt(2.0 * i))
             blk.mlp.fc2.weight.div_(math.sqrt(2.0 * i))
+            if self.condition_dim is not None:
+                blk.cross_attn.proj.weight.div_(math.sqrt(2.0 * i))
 
     def interpolate_pos_encoding(self, x: Tensor) -> Tensor:
         """The position table resized to the input's token grid (trilinear in time and space)."""
@@ -210,12 +265,16 @@ class VisionTransformer(nn.Module):
         grid = F.interpolate(grid, size=size, mode="bicubic", align_corners=False)
         return grid.permute(0, 2, 3, 1).reshape(1, -1, D)
 
-    def forward(self, x: Tensor, masks: Tensor | Sequence[Tensor] | None = None) -> Tensor:
+    def forward(self, x: Tensor, masks: Tensor | Sequence[Tensor] | None = None,
+                condition: Tensor | None = None) -> Tensor:
         """`x` [B, C, T, H, W] (video) or [B, C, H, W] (image) -> tokens [B, N, D] after the final norm.
 
         `masks`: LongTensor [B, K] of token indices to keep, or a list of them (the outputs of the
-        masks are stacked along the batch, as in jepa).
+        masks are stacked along the batch, as in jepa). With `cls_token` the class token comes first
+        ([B, 1 + N, D]); with `condition_dim`, `condition` [B, M, condition_dim] is required.
         """
+        if (condition is None) != (self.condition_dim is None):
+            raise ValueError("a condition is required by, and only accepted by, a ViT built with condition_dim")
         want = 5 if self.is_video else 4
         if x.dim() != want:
             raise ValueError(f"{'video' if self.is_video else 'image'} ViT expects a {want}-D input, "
@@ -224,8 +283,12 @@ class VisionTransformer(nn.Module):
         x = self.patch_embed(x) + pos.to(x.dtype)
         if masks is not None:
             x = apply_masks(x, [masks] if isinstance(masks, Tensor) else masks)
+        if self.num_prefix_tokens:
+            x = torch.cat([self.cls_token.to(x.dtype).expand(x.shape[0], -1, -1), x], dim=1)
+        if condition is not None and condition.shape[0] != x.shape[0]:
+            condition = condition.repeat(x.shape[0] // condition.shape[0], 1, 1)  # one per stacked mask
         for blk in self.blocks:
-            x = blk(x)
+            x = blk(x, condition)
         return self.norm(x)
 
 

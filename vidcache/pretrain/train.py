@@ -1,24 +1,30 @@
-"""`vidcache pretrain vjepa`: the training loop, checkpoints, resume, metrics, DDP.
+"""`vidcache pretrain vjepa|tdv`: one training loop for every objective; checkpoints, resume, metrics, DDP.
 
     cfg = PretrainConfig(codes="codes.zarr", out="run", model="vit_micro", steps=300, batch_size=8)
     summary = pretrain(cfg)           # or: torchrun --nproc-per-node 2 -m vidcache pretrain vjepa ...
+    summary = pretrain(TDVConfig(codes="codes.zarr", out="tdv_run"))   # the TDV objective
+
+Objectives are plug-ins (vidcache.pretrain.objective): V-JEPA (vidcache.pretrain.vjepa) and TDV
+(vidcache.pretrain.tdv) share the loader, DDP, optimiser, checkpoints and everything below.
 
 Run directory:
 - `config.json`: the config of the run (written when it starts);
 - `ckpt_{step:06d}.pt`: checkpoints (step 0 = the random initialisation), written atomically and
   loadable with `torch.load(weights_only=True)`; each is a `vidcache:` backbone (the target encoder);
-- `metrics.jsonl`: one record per logged step (step, loss, lr, wd, momentum, samples/s, frames/s);
+- `metrics.jsonl`: one record per logged step (step, loss, lr, wd, momentum, samples/s, frames/s, and
+  the objective's own terms, e.g. TDV's mse_loss / dino_loss / ibot_loss);
 - `loss.png`: the loss curve, drawn when the run ends.
 
-Resume: a run whose directory holds checkpoints continues from the latest one: model, EMA target,
-predictor, optimiser, step and RNG state are restored, and the data order, augmentations and masks
+Resume: a run whose directory holds checkpoints continues from the latest one: the objective's
+modules (encoders, EMA targets, predictor or heads and centres), optimiser, step and RNG state are restored, and the data order, augmentations and masks
 are functions of (seed, step), so the loss curve continues exactly where it stopped (bit-exact on
 CPU). Fields that change the result must match the checkpoint's config; those marked hashed=False
 (steps, device, workers, ...) may change between calls.
 
 DDP: under torchrun every rank builds the same model from the seed, reads the same code store and
-takes its interleaved share of each global batch; masks are drawn for the global batch and sliced,
-so N processes take the same steps as one process with the same global batch.
+takes its interleaved share of each global batch; masks are drawn for the global batch and sliced
+(V-JEPA) and TDV reduces over the global batch, so N processes take the same steps as one process
+with the same global batch.
 """
 
 from __future__ import annotations
@@ -50,8 +56,8 @@ from vidcache.pretrain.loader import (
     make_loader,
     out_grid_for,
 )
-from vidcache.pretrain.masks import TEMPORAL_ANCHORS, MaskSpec, MultiBlockMasks
-from vidcache.pretrain.vjepa import VJEPA, build_vjepa, cosine, linear, param_groups, warmup_cosine
+from vidcache.pretrain.masks import TEMPORAL_ANCHORS, MaskSpec
+from vidcache.pretrain.objective import Objective
 
 CKPT_RE = re.compile(r"^ckpt_(\d{6,})\.pt$")
 LOADERS = ("codes", "mp4")
@@ -192,21 +198,6 @@ def latest_checkpoint(out: str | Path) -> Path | None:
     return ckpts[-1][1] if ckpts else None
 
 
-def _schedules(cfg: PretrainConfig, step: int) -> tuple[float, float, float]:
-    """(lr, weight decay, EMA momentum) for a step."""
-    total = int(round(cfg.steps * cfg.schedule_scale))
-    lr = warmup_cosine(step, warmup=int(round(cfg.warmup * cfg.steps)), total=total, start=cfg.start_lr,
-                       peak=cfg.lr, final=cfg.final_lr)
-    wd = cosine(step, total=total, start=cfg.weight_decay, final=cfg.final_weight_decay)
-    momentum = linear(step, total=total, start=cfg.ema[0], final=cfg.ema[1])
-    return lr, wd, momentum
-
-
-def _mask_generator(seed: int, step: int) -> torch.Generator:
-    state = np.random.SeedSequence([int(seed), 2, int(step)]).generate_state(1, dtype=np.uint64)[0]
-    return torch.Generator().manual_seed(int(state))
-
-
 def _rng_state() -> dict:
     state = {"torch": torch.get_rng_state()}
     if torch.cuda.is_available():
@@ -230,7 +221,7 @@ def _check_compatible(cfg: PretrainConfig, saved: dict, path: Path) -> None:
                           "pretrain resume")
 
 
-def _write_loss_png(metrics: Path, png: Path) -> None:
+def _write_loss_png(metrics: Path, png: Path, label: str = "loss") -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -242,7 +233,7 @@ def _write_loss_png(metrics: Path, png: Path) -> None:
     fig, ax = plt.subplots(figsize=(6, 3.5))
     ax.plot([r["step"] for r in rows], [r["loss"] for r in rows], lw=1.2)
     ax.set_xlabel("step")
-    ax.set_ylabel("V-JEPA loss (L1)")
+    ax.set_ylabel(label)
     ax.grid(alpha=0.3)
     fig.tight_layout()
     tmp = png.with_name(png.name + ".tmp.png")
@@ -263,34 +254,56 @@ def _truncate_metrics(path: Path, step: int) -> None:
 
 # ----------------------------------------------------------------------------- the loop
 
-class Trainer:
-    """One rank's state: model, optimiser, data, masks. `pretrain` drives it; tests use it directly."""
+def objective_class(cfg: Any) -> type[Objective]:
+    """The objective plug-in a config trains (`PretrainConfig`: V-JEPA, `TDVConfig`: TDV)."""
+    name = getattr(cfg, "objective", "vjepa")
+    if name == "tdv":
+        from vidcache.pretrain.tdv import TDVObjective
 
-    def __init__(self, cfg: PretrainConfig, device: torch.device, rank: int = 0, world: int = 1):
+        return TDVObjective
+    from vidcache.pretrain.vjepa import VJEPAObjective
+
+    return VJEPAObjective
+
+
+class Trainer:
+    """One rank's state: data, objective, optimiser. `pretrain` drives it; tests use it directly.
+
+    Everything objectives share lives here (see vidcache.pretrain.objective): the loader and device
+    decoder, DDP, AdamW with per-group lr scales, autocast, clipping, checkpoints and RNG state.
+    """
+
+    def __init__(self, cfg: Any, device: torch.device, rank: int = 0, world: int = 1):
         self.cfg, self.device, self.rank, self.world = cfg, device, rank, world
         if cfg.batch_size % world:
             raise ConfigError([f"batch_size {cfg.batch_size} is not divisible by the {world} ranks"], "pretrain config")
         self.local_batch = cfg.batch_size // world
         self.source = CodeSource.from_store(cfg.codes, cfg.split)
+        kind = objective_class(cfg)
         out_grid = out_grid_for(self.source, cfg.crop_size)
         problems = check_sampling(self.source, out_grid, cfg.patch_size)
+        stride = 1
+        if not problems:
+            try:
+                stride = kind.frame_stride(cfg, self.source)
+            except ConfigError as err:
+                problems += err.problems
+            else:
+                problems += kind.check_source(cfg, self.source, stride)
         if problems:
             raise ConfigError(problems, "pretrain config")
+        self.frame_stride = stride
         self.image_size = out_grid * self.source.patch
-        self.sampling = ClipSampling(cfg.num_frames, cfg.frame_stride, out_grid, cfg.crop_scale, cfg.crop_aspect,
+        self.sampling = ClipSampling(cfg.num_frames, stride, out_grid, cfg.crop_scale, cfg.crop_aspect,
                                      cfg.flip, cfg.seed)
         try:
-            self.model: VJEPA = build_vjepa(cfg.model, img_size=self.image_size, num_frames=cfg.num_frames,
-                                            patch_size=cfg.patch_size, tubelet_size=cfg.tubelet_size,
-                                            pred_depth=cfg.pred_depth, pred_dim=cfg.pred_dim,
-                                            num_mask_tokens=len(cfg.mask_blocks), seed=cfg.seed,
-                                            uniform_power=cfg.uniform_power).to(device)
+            self.objective: Objective = kind(cfg, image_size=self.image_size, device=device, rank=rank, world=world)
         except ValueError as err:
             raise ConfigError([str(err)], "pretrain config") from err
-        enc = self.model.encoder
-        self.masker = MultiBlockMasks(enc.grid_depth, enc.grid_size, enc.grid_size, cfg.mask_specs(),
-                                      adapt=cfg.mask_adapt)
-        self.optimizer = torch.optim.AdamW(param_groups(self.model), lr=cfg.start_lr, betas=tuple(cfg.betas))
+        self.model = self.objective.model
+        self.groups = self.objective.param_groups()
+        self.optimizer = torch.optim.AdamW([{k: v for k, v in g.items()} for g in self.groups],
+                                           lr=0.0, betas=tuple(cfg.betas))
         self.mean, self.std = IMAGENET_MEAN, IMAGENET_STD
         # A step is done with its clips before the next batch is decoded, so one output buffer serves all.
         if cfg.loader == "codes":
@@ -316,51 +329,51 @@ class Trainer:
         workers = self.cfg.workers if workers is None else workers
         return make_loader(ds, sampler, workers, pin_memory=self.device.type == "cuda")
 
-    def masks(self, step: int) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-        enc, pred = self.masker(self.cfg.batch_size, _mask_generator(self.cfg.seed, step))
-        take = slice(self.rank, None, self.world)
-        return ([m[take].to(self.device) for m in enc], [m[take].to(self.device) for m in pred])
+    def video(self, batch: dict) -> torch.Tensor:
+        """A loader batch as normalised clips [B, 3, T, H, W] on the device."""
+        return self.decoder(batch["codes"] if "codes" in batch else batch["pixels"], batch["flip"])
 
     # -- one step
     def train_step(self, batch: dict) -> dict:
         cfg = self.cfg
-        lr, wd, momentum = _schedules(cfg, self.step)
+        sched = self.objective.schedules(self.step)
+        lr, wd, momentum = sched["lr"], sched["wd"], sched["momentum"]
         for group in self.optimizer.param_groups:
-            group["lr"] = lr
+            group["lr"] = lr * group.get("lr_scale", 1.0)
             group["weight_decay"] = wd if group.get("apply_wd", True) else 0.0
-        video = self.decoder(batch["codes"] if "codes" in batch else batch["pixels"], batch["flip"])
-        masks_enc, masks_pred = self.masks(self.step)
+        video = self.video(batch)
+        inputs = self.objective.inputs(self.step)
         self.ddp.train()
         with torch.autocast(self.device.type, dtype=self.autocast_dtype or torch.float32,
                             enabled=self.autocast_dtype is not None):
-            loss = self.ddp(video, masks_enc, masks_pred)
+            out = self.ddp(video, **inputs)
+        loss, metrics = out if isinstance(out, tuple) else (out, {})
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if cfg.clip_grad is not None:
             torch.nn.utils.clip_grad_norm_([p for p in self.model.parameters() if p.requires_grad], cfg.clip_grad)
         self.optimizer.step()
-        self.model.update_target(momentum)
+        self.objective.after_step(momentum)
         self.step += 1
-        return {"loss": loss.detach(), "lr": lr, "wd": wd, "momentum": momentum}
+        return {"loss": loss.detach(), "lr": lr, "wd": wd, "momentum": momentum,
+                "metrics": {k: v.detach() for k, v in metrics.items()}}
 
     # -- checkpoints
     def state(self) -> dict:
-        m = self.model
-        enc = m.encoder
-        preprocess = {"mean": list(self.mean), "std": list(self.std), "frame_stride": self.cfg.frame_stride,
+        part = dict(self.objective.checkpoint())
+        preprocess = {"mean": list(self.mean), "std": list(self.std), "frame_stride": self.frame_stride,
                       "num_frames": self.cfg.num_frames, "image_size": self.image_size}
-        return make_checkpoint(enc.config, m.target_encoder.state_dict(), encoder=enc.state_dict(), step=self.step,
-                               preprocess=preprocess, predictor=m.predictor.state_dict(),
-                               predictor_config=dict(m.predictor.config), optimizer=self.optimizer.state_dict(),
-                               rng=_rng_state(), config=to_dict(self.cfg),
-                               code_store={"patch": self.source.patch, "grid": self.source.grid})
+        return make_checkpoint(part.pop("model_config"), part.pop("target_encoder"), encoder=part.pop("encoder"),
+                               step=self.step, preprocess=preprocess, objective=self.objective.name,
+                               optimizer=self.optimizer.state_dict(), rng=_rng_state(), config=to_dict(self.cfg),
+                               code_store={"patch": self.source.patch, "grid": self.source.grid}, **part)
 
     def load_state(self, ckpt: dict, path: Path) -> None:
         _check_compatible(self.cfg, ckpt.get("config") or {}, path)
-        m = self.model
-        m.encoder.load_state_dict(ckpt["encoder"])
-        m.target_encoder.load_state_dict(ckpt["target_encoder"])
-        m.predictor.load_state_dict(ckpt["predictor"])
+        if ckpt.get("objective", "vjepa") != self.objective.name:
+            raise ConfigError([f"{path.name} was trained with the {ckpt.get('objective', 'vjepa')} objective, "
+                               f"not {self.objective.name}; use another run directory"], "pretrain resume")
+        self.objective.load(ckpt)
         self.optimizer.load_state_dict(ckpt["optimizer"])
         _set_rng_state(ckpt["rng"])
         self.step = int(ckpt["step"])
@@ -387,8 +400,10 @@ def _barrier(world: int) -> None:
         torch.distributed.barrier()
 
 
-def pretrain(cfg: PretrainConfig, progress: Callable[[int, int, dict], None] | None = None) -> dict:
-    """Train (or resume) a V-JEPA encoder from a code store; returns a summary of the run.
+def pretrain(cfg: Any, progress: Callable[[int, int, dict], None] | None = None) -> dict:
+    """Train (or resume) an encoder from a code store; returns a summary of the run.
+
+    `cfg` picks the objective: a `PretrainConfig` trains V-JEPA, a `TDVConfig` trains TDV.
 
     `progress(step, steps, record)` is called on rank 0 after each logged step.
     """
@@ -406,7 +421,7 @@ def pretrain(cfg: PretrainConfig, progress: Callable[[int, int, dict], None] | N
             torch.distributed.destroy_process_group()
 
 
-def _run(cfg: PretrainConfig, device: torch.device, rank: int, world: int, progress) -> dict:
+def _run(cfg: Any, device: torch.device, rank: int, world: int, progress) -> dict:
     out = Path(cfg.out)
     trainer = Trainer(cfg, device, rank, world)
     metrics_path = out / "metrics.jsonl"
@@ -442,15 +457,18 @@ def _run(cfg: PretrainConfig, device: torch.device, rank: int, world: int, progr
                 steps_since += 1
                 step = trainer.step
                 if step % cfg.log_every == 0 or step == end:
-                    loss = rec["loss"].float()
-                    if world > 1:
-                        torch.distributed.all_reduce(loss)
-                        loss = loss / world
+                    names = sorted(rec["metrics"])
+                    values = torch.stack([rec["loss"].float()] + [rec["metrics"][k].float() for k in names])
+                    if world > 1:  # every value is a rank's share times the world: the mean is global
+                        torch.distributed.all_reduce(values)
+                        values = values / world
+                    values = values.tolist()
                     now = time.perf_counter()
                     rate = steps_since / max(now - t_log, 1e-9)
-                    record = {"step": step, "loss": float(loss), "lr": rec["lr"], "wd": rec["wd"],
+                    record = {"step": step, "loss": values[0], "lr": rec["lr"], "wd": rec["wd"],
                               "momentum": rec["momentum"], "samples_per_s": rate * cfg.batch_size,
-                              "frames_per_s": rate * clip_frames, "time": now - t0}
+                              "frames_per_s": rate * clip_frames, "time": now - t0,
+                              **dict(zip(names, values[1:]))}
                     t_log, steps_since = now, 0
                     losses.append(record["loss"])
                     if rank == 0:
@@ -466,7 +484,7 @@ def _run(cfg: PretrainConfig, device: torch.device, rank: int, world: int, progr
             del it  # stop DataLoader workers before the process group goes away
     seconds = time.perf_counter() - t0
     if rank == 0 and metrics_path.is_file():
-        _write_loss_png(metrics_path, out / "loss.png")
+        _write_loss_png(metrics_path, out / "loss.png", trainer.objective.loss_label)
     done = trainer.step - start_step
     return {"out": str(out), "step": trainer.step, "steps": cfg.steps, "resumed_from": resumed_from,
             "last_loss": losses[-1] if losses else None, "seconds": seconds,

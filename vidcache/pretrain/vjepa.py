@@ -17,11 +17,14 @@ import copy
 import math
 from typing import Any, Sequence
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from vidcache.models.vit import Block, VisionTransformer, apply_masks, get_3d_sincos_pos_embed
+from vidcache.pretrain.masks import MultiBlockMasks
+from vidcache.pretrain.objective import Objective
 
 
 class Predictor(nn.Module):
@@ -177,3 +180,57 @@ def param_groups(module: nn.Module) -> list[dict]:
             continue
         (no_decay if p.ndim <= 1 or "mask_tokens" in name else decay).append(p)
     return [{"params": decay, "apply_wd": True}, {"params": no_decay, "apply_wd": False, "weight_decay": 0.0}]
+
+
+# ----------------------------------------------------------------------------- the trainer plug-in
+
+class VJEPAObjective(Objective):
+    """V-JEPA as a plug-in of the pretraining trainer (config: `PretrainConfig`)."""
+
+    name = "vjepa"
+    loss_label = "V-JEPA loss (L1)"
+
+    def build(self) -> VJEPA:
+        cfg = self.cfg
+        model = build_vjepa(cfg.model, img_size=self.image_size, num_frames=cfg.num_frames, patch_size=cfg.patch_size,
+                            tubelet_size=cfg.tubelet_size, pred_depth=cfg.pred_depth, pred_dim=cfg.pred_dim,
+                            num_mask_tokens=len(cfg.mask_blocks), seed=cfg.seed, uniform_power=cfg.uniform_power)
+        enc = model.encoder
+        self.masker = MultiBlockMasks(enc.grid_depth, enc.grid_size, enc.grid_size, cfg.mask_specs(),
+                                      adapt=cfg.mask_adapt)
+        return model
+
+    def param_groups(self) -> list[dict]:
+        return [{**g, "lr_scale": 1.0} for g in param_groups(self.model)]
+
+    def schedules(self, step: int) -> dict[str, float]:
+        cfg = self.cfg
+        total = int(round(cfg.steps * cfg.schedule_scale))
+        lr = warmup_cosine(step, warmup=int(round(cfg.warmup * cfg.steps)), total=total, start=cfg.start_lr,
+                           peak=cfg.lr, final=cfg.final_lr)
+        wd = cosine(step, total=total, start=cfg.weight_decay, final=cfg.final_weight_decay)
+        momentum = linear(step, total=total, start=cfg.ema[0], final=cfg.ema[1])
+        return {"lr": lr, "wd": wd, "momentum": momentum}
+
+    def inputs(self, step: int) -> dict[str, Any]:
+        """Masks drawn for the global batch from (seed, step) and sliced to this rank."""
+        state = np.random.SeedSequence([int(self.cfg.seed), 2, int(step)]).generate_state(1, dtype=np.uint64)[0]
+        enc, pred = self.masker(self.cfg.batch_size, torch.Generator().manual_seed(int(state)))
+        take = slice(self.rank, None, self.world)
+        return {"masks_enc": [m[take].to(self.device) for m in enc],
+                "masks_pred": [m[take].to(self.device) for m in pred]}
+
+    def after_step(self, momentum: float) -> None:
+        self.model.update_target(momentum)
+
+    def checkpoint(self) -> dict[str, Any]:
+        m = self.model
+        return {"model_config": m.encoder.config, "target_encoder": m.target_encoder.state_dict(),
+                "encoder": m.encoder.state_dict(), "predictor": m.predictor.state_dict(),
+                "predictor_config": dict(m.predictor.config)}
+
+    def load(self, ckpt: dict) -> None:
+        m = self.model
+        m.encoder.load_state_dict(ckpt["encoder"])
+        m.target_encoder.load_state_dict(ckpt["target_encoder"])
+        m.predictor.load_state_dict(ckpt["predictor"])
