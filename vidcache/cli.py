@@ -557,6 +557,7 @@ def _register_scale() -> None:
 
 # ----------------------------------------------------------------------------------------------- pretrain
 def _register_pretrain() -> None:
+    from vidcache.pretrain.tdv_config import TDVConfig
     from vidcache.pretrain.train import PretrainConfig
 
     def vjepa(cfg: dict, output: Path) -> None:
@@ -575,6 +576,24 @@ def _register_pretrain() -> None:
     ], help="V-JEPA pretraining of a video ViT from a code store (codes decoded on the device). Resumes from "
             "the latest checkpoint; `torchrun --nproc-per-node N -m vidcache pretrain vjepa ...` for DDP. "
             "Checkpoints are backbones: `--backbone vidcache:RUN/ckpt_000500.pt`. Library: `vidcache.pretrain.pretrain`.")
+
+    def tdv(cfg: dict, output: Path) -> None:
+        from vidcache.config import from_dict
+        from vidcache.pretrain.train import pretrain
+
+        config = from_dict(TDVConfig, {**cfg, "out": str(output)}, "pretrain config")
+        with progress_bar("TDV pretraining", config.steps, unit="steps") as update:
+            summary = pretrain(config, progress=lambda step, total, m: update(
+                step, total, rate=f"loss {m.get('loss', float('nan')):.4f}"))
+        out.print(f"run {output}: " + ", ".join(f"{k}={v}" for k, v in summary.items()
+                                                  if isinstance(v, (int, float, str))))
+
+    config_command(pretrain_app, "tdv", TDVConfig, tdv, skip=("out",), params=[
+        _param("output", Path, typer.Option(..., "-o", "--output", help="run folder (checkpoints, metrics)")),
+    ], help="TDV pretraining (frame encoder + motion encoder, the next frame's representation as the target) "
+            "from a code store. Defaults fit a CPU; docs/pretrain.md lists the recipe's values. Resumes from the "
+            "latest checkpoint; torchrun for DDP. Checkpoints are per-frame backbones: `--backbone "
+            "vidcache:RUN/ckpt_000300.pt` (`#motion` for the motion encoder). Library: `vidcache.pretrain.pretrain`.")
 
 
 _register_probes()

@@ -68,29 +68,113 @@ class VideoViTBackbone(Backbone):
         return _describe_pool(super().describe(), self.pool_mode)
 
 
+FRAME_FEATURES = ("mean", "cls", "cls_concat")
+
+
 class FrameViTBackbone(FrameBackbone):
-    """An image VisionTransformer run on each frame: no token ever sees another frame."""
+    """An image VisionTransformer run on each frame: no token ever sees another frame.
+
+    `feature` says what a ViT with a class token (TDV's frame encoder) gives:
+    - "mean": its patch tokens, `(T, h, w)` of them, pooled by mean (the class token is left out);
+    - "cls": the class token of each frame as the tokens (`(T, 1, 1)`), their mean as the embedding;
+    - "cls_concat": the frames' class tokens concatenated into one `T * D` embedding (TDV's linear
+      probe with `frame_aggregation="concat"`, ninaddaithankar/tdv `eval/probes/module.py`); the clip
+      length is then fixed to `num_frames`.
+    """
 
     pool_mode: str = "mean"
 
     def __init__(self, vit: VisionTransformer, *, num_frames: int = 8, frame_stride: int = 1,
-                 mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD):
+                 mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD,
+                 feature: str = "mean"):
         super().__init__()
         if vit.is_video:
             raise ValueError("FrameViTBackbone needs an image ViT (num_frames == 1)")
-        self.vit = vit
-        self.set_input_spec(embed_dim=vit.embed_dim, num_frames=num_frames, image_size=vit.img_size,
-                            patch_size=vit.patch_size, tubelet_size=1, frame_stride=frame_stride,
+        if feature not in FRAME_FEATURES:
+            raise VidcacheError(f"feature must be one of {', '.join(FRAME_FEATURES)}, got {feature!r}")
+        prefix = getattr(vit, "num_prefix_tokens", 0)
+        if feature != "mean" and not prefix:
+            raise VidcacheError(f"feature {feature!r} needs a ViT with a class token (a TDV checkpoint); "
+                                "this one has none, use feature=mean")
+        self.vit, self.feature, self.prefix = vit, feature, prefix
+        dim, patch, tubelet = vit.embed_dim, vit.patch_size, 1
+        if feature == "cls":
+            patch = vit.img_size
+        elif feature == "cls_concat":
+            dim, patch, tubelet = vit.embed_dim * num_frames, vit.img_size, num_frames
+        self.set_input_spec(embed_dim=dim, num_frames=num_frames, image_size=vit.img_size,
+                            patch_size=patch, tubelet_size=tubelet, frame_stride=frame_stride,
                             mean=mean, std=std)
 
     def encode_frames(self, frames: Tensor) -> Tensor:
-        return self.vit(frames)
+        out = self.vit(frames)
+        return out[:, :1] if self.feature != "mean" else out[:, self.prefix:]
+
+    def forward_features(self, video: Tensor) -> Tensor:
+        tokens = super().forward_features(video)
+        if self.feature == "cls_concat":
+            if video.shape[2] != self.num_frames:
+                raise VidcacheError(f"feature cls_concat concatenates {self.num_frames} frames; got clips of "
+                                    f"{video.shape[2]} (use --clip-len {self.num_frames} or feature=cls)")
+            return tokens.reshape(tokens.shape[0], 1, -1)
+        return tokens
+
+    def token_grid(self, T: int, H: int, W: int) -> tuple[int, int, int]:
+        if self.feature == "cls_concat":
+            return 1, 1, 1
+        if self.feature == "cls":
+            return T, 1, 1
+        return super().token_grid(T, H, W)
 
     def pool(self, tokens: Tensor) -> Tensor:
         return _pool(tokens, self.pool_mode)
 
     def describe(self) -> dict[str, Any]:
-        return _describe_pool(super().describe(), self.pool_mode)
+        d = _describe_pool(super().describe(), self.pool_mode)
+        return d if self.feature == "mean" else {**d, "feature": self.feature}
+
+
+class MotionViTBackbone(Backbone):
+    """TDV's motion encoder on a clip: for each pair of consecutive frames, the projected motion tokens
+    W g(x_{t+1} - x_t | patch tokens of f(x_t)), as in training (ninaddaithankar/tdv `model/cv/tdv/tdv.py`).
+
+    A clip of T frames gives T - 1 motion steps: tokens `(T - 1, h, w)` (patch tokens), or with
+    feature "cls" the motion class token of each step `(T - 1, 1, 1)`; the embedding is their mean.
+    """
+
+    def __init__(self, frame: VisionTransformer, motion: VisionTransformer, proj: nn.Linear, *, num_frames: int,
+                 frame_stride: int = 1, mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD,
+                 feature: str = "mean"):
+        super().__init__()
+        if feature not in ("mean", "cls"):
+            raise VidcacheError(f"the motion encoder's feature must be mean or cls, got {feature!r}")
+        if num_frames < 2:
+            raise VidcacheError("the motion encoder needs clips of at least 2 frames")
+        self.frame, self.motion, self.proj, self.feature = frame, motion, proj, feature
+        self.set_input_spec(embed_dim=proj.out_features, num_frames=num_frames, image_size=frame.img_size,
+                            patch_size=frame.patch_size if feature == "mean" else frame.img_size, tubelet_size=1,
+                            frame_stride=frame_stride, mean=mean, std=std)
+
+    def forward_features(self, video: Tensor) -> Tensor:
+        check_video(video)
+        B, C, T, H, W = video.shape
+        if T < 2:
+            raise VidcacheError("the motion encoder needs clips of at least 2 frames")
+        frames = video.transpose(1, 2)
+        prev = frames[:, :-1].reshape(B * (T - 1), C, H, W)
+        diff = (frames[:, 1:] - frames[:, :-1]).reshape(B * (T - 1), C, H, W)
+        cond = self.frame(prev)[:, self.frame.num_prefix_tokens:]
+        out = self.proj(self.motion(diff, condition=cond))
+        out = out[:, :1] if self.feature == "cls" else out[:, self.motion.num_prefix_tokens:]
+        return out.reshape(B, (T - 1) * out.shape[1], out.shape[2])
+
+    def token_grid(self, T: int, H: int, W: int) -> tuple[int, int, int]:
+        if self.feature == "cls":
+            return max(T - 1, 1), 1, 1
+        return max(T - 1, 1), H // self.frame.patch_size, W // self.frame.patch_size
+
+    def describe(self) -> dict[str, Any]:
+        return {**super().describe(), "part": "motion", "feature": self.feature}
 
 
 def _seeded_vit(seed: int, size: str, **kwargs: Any) -> VisionTransformer:
@@ -361,25 +445,55 @@ def load_vjepa(path: str, *, which: str | None = None, image_size: int | None = 
     return _wrap_vit(vit, clip_frames=num_frames, frame_stride=frame_stride, mean=mean, std=std)
 
 
-@register_prefix("vidcache", "vidcache:<checkpoint from vidcache pretrain>")
+@register_prefix("vidcache", "vidcache:<checkpoint from vidcache pretrain>[#motion]")
 def load_vidcache(path: str, *, which: str = "target_encoder", num_frames: int | None = None,
-                  frame_stride: int | None = None, trust_checkpoint: bool = False) -> Backbone:
+                  frame_stride: int | None = None, feature: str = "mean", trust_checkpoint: bool = False) -> Backbone:
     """An encoder trained by `vidcache pretrain` (see vidcache.models.checkpoint for the format).
 
     Normalisation and frame stride come from the checkpoint's `preprocess` entry when present.
+    A TDV checkpoint loads its frame encoder as a per-frame backbone (`feature`: mean of the patch
+    tokens, cls, or cls_concat; `which="encoder"` for the student instead of the EMA teacher), and
+    `PATH#motion` its motion encoder, conditioned on the student frame encoder as in training.
     """
+    part = None
+    if "#" in path:
+        path, part = path.rsplit("#", 1)
+        if part != "motion":
+            raise VidcacheError(f"unknown checkpoint part #{part} (a TDV checkpoint has #motion)")
     ckpt = read_vidcache_checkpoint(path, trust=trust_checkpoint)
-    if not isinstance(ckpt.get(which), Mapping):
-        raise VidcacheError(f"vidcache checkpoint {path} has no {which!r} weights")
-    try:
-        vit = VisionTransformer(**ckpt["model_config"])
-    except (TypeError, ValueError) as err:
-        raise VidcacheError(f"vidcache checkpoint {path} has an invalid model_config: {err}") from err
-    load_state_dict_strict(vit, strip_prefixes(ckpt[which]), path)
     pre = ckpt.get("preprocess") or {}
     stride = frame_stride if frame_stride is not None else int(pre.get("frame_stride", 1))
-    return _wrap_vit(vit, clip_frames=num_frames, frame_stride=stride,
-                     mean=pre.get("mean", IMAGENET_MEAN), std=pre.get("std", IMAGENET_STD))
+    mean, std = pre.get("mean", IMAGENET_MEAN), pre.get("std", IMAGENET_STD)
+    is_tdv = ckpt.get("objective") == "tdv"
+    clip_frames = num_frames or (int(pre["num_frames"]) if is_tdv and pre.get("num_frames") else None)
+
+    def build(config: Any, state: Any, what: str) -> VisionTransformer:
+        try:
+            vit = VisionTransformer(**config)
+        except (TypeError, ValueError) as err:
+            raise VidcacheError(f"vidcache checkpoint {path} has an invalid {what}: {err}") from err
+        load_state_dict_strict(vit, strip_prefixes(state), path)
+        return vit
+
+    if part == "motion":
+        if not is_tdv or not isinstance(ckpt.get("motion_encoder"), Mapping):
+            raise VidcacheError(f"{path} has no motion encoder (#motion is for checkpoints of `vidcache pretrain tdv`)")
+        frame = build(ckpt["model_config"], ckpt["encoder"], "model_config")
+        motion = build(ckpt["motion_config"], ckpt["motion_encoder"], "motion_config")
+        w = ckpt["motion_proj"]["weight"]
+        proj = nn.Linear(int(w.shape[1]), int(w.shape[0]))
+        proj.load_state_dict(ckpt["motion_proj"])
+        return MotionViTBackbone(frame, motion, proj, num_frames=clip_frames or 16, frame_stride=stride,
+                                 mean=mean, std=std, feature=feature)
+    if not isinstance(ckpt.get(which), Mapping):
+        raise VidcacheError(f"vidcache checkpoint {path} has no {which!r} weights")
+    vit = build(ckpt["model_config"], ckpt[which], "model_config")
+    if vit.is_video:
+        if feature != "mean":
+            raise VidcacheError(f"feature {feature!r} is for per-frame (TDV) checkpoints; {path} is a video ViT")
+        return VideoViTBackbone(vit, num_frames=clip_frames, frame_stride=stride, mean=mean, std=std)
+    return FrameViTBackbone(vit, num_frames=clip_frames or 16, frame_stride=stride, mean=mean, std=std,
+                            feature=feature)
 
 
 # --- TorchScript ---------------------------------------------------------------------------------

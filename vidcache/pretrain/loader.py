@@ -410,7 +410,10 @@ def check_sampling(source: CodeSource, out_grid: int, vit_patch: int) -> list[st
     if out_grid < 1:
         p.append(f"crop_size must be at least one code patch ({source.patch} px)")
     elif (out_grid * source.patch) % vit_patch:
-        p.append(f"crop size {out_grid * source.patch} px is not a multiple of the ViT patch {vit_patch}")
+        size = out_grid * source.patch
+        fits = [q for q in (8, 14, 16, 4, 2) if size % q == 0]
+        p.append(f"frame size {size} px is not a multiple of the ViT patch {vit_patch}; use --patch-size "
+                 f"{fits[0] if fits else 1} or a --crop-size that {vit_patch} divides")
     return p
 
 

@@ -34,11 +34,14 @@ import copy
 import math
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from vidcache.errors import ConfigError
 from vidcache.models.vit import VisionTransformer, vit_from_size
+from vidcache.pretrain.objective import Objective
 
 
 class DINOHead(nn.Module):
@@ -276,3 +279,95 @@ def build_tdv(model: str, *, img_size: int, patch_size: int = 16, motion_model: 
     teacher_head.reset_parameters(generator=g)
     tdv.teacher_encoder.load_state_dict(frame.state_dict())
     return tdv
+
+
+# ----------------------------------------------------------------------------- the trainer plug-in
+
+def store_fps(source: Any) -> float | None:
+    """Frames per second of a code store's frames: its sampling fps, else the videos' common native fps."""
+    if source.fps:
+        return float(source.fps)
+    fps = np.asarray(source.src_fps if source.src_fps is not None else [], dtype=np.float64)
+    fps = fps[np.isfinite(fps) & (fps > 0)]
+    if len(fps) == 0 or len(fps) < len(source):
+        return None
+    if fps.max() > fps.min() * 1.01:
+        raise ConfigError([f"the code store's videos have different frame rates ({fps.min():g} to {fps.max():g} fps) "
+                           "and no sampling fps; re-extract the codes with --fps N, or give --frame-stride"],
+                          "pretrain config")
+    return float(np.median(fps))
+
+
+class TDVObjective(Objective):
+    """TDV as a plug-in of the pretraining trainer (config: `TDVConfig`)."""
+
+    name = "tdv"
+    loss_label = "TDV loss (1.5 MSE + 0.75 DINO + 0.75 iBOT)"
+
+    @staticmethod
+    def frame_stride(cfg: Any, source: Any) -> int:
+        """`frame_stride`, else the context's spacing in seconds times the store's fps (at least 1)."""
+        if cfg.frame_stride is not None:
+            return int(cfg.frame_stride)
+        fps = store_fps(source)
+        if fps is None:
+            raise ConfigError(["the code store records no frame rate, so frame_spacing cannot become a stride; "
+                               "re-extract the codes with --fps N, or give --frame-stride"], "pretrain config")
+        return max(1, int(round(cfg.frame_spacing * fps)))
+
+    @staticmethod
+    def check_source(cfg: Any, source: Any, stride: int) -> list[str]:
+        span = (cfg.num_frames - 1) * stride + 1
+        short = int((source.num_code_frames < span).sum())
+        if short:
+            return [f"{short} of {len(source)} videos have fewer than the {span} code frames a context of "
+                    f"{cfg.num_frames} frames at stride {stride} spans (shortest: {int(source.num_code_frames.min())}); "
+                    "lower --num-frames or --frame-spacing, or extract codes with more frames (--max-frames)"]
+        return []
+
+    def build(self) -> TDV:
+        cfg = self.cfg
+        return build_tdv(cfg.model, img_size=self.image_size, patch_size=cfg.patch_size, motion_model=cfg.motion_model,
+                         motion_depth=cfg.motion_depth, prototypes=cfg.prototypes, head_hidden=cfg.head_hidden,
+                         head_bottleneck=cfg.head_bottleneck, head_layers=cfg.head_layers, seed=cfg.seed,
+                         recon_weight=cfg.recon_weight, dino_weight=cfg.dino_weight, ibot_weight=cfg.ibot_weight,
+                         student_temp=cfg.student_temp, teacher_temp=cfg.teacher_temp,
+                         center_momentum=cfg.center_momentum, recon_centering=cfg.recon_centering,
+                         recon_temps=tuple(cfg.recon_temps), static_threshold=cfg.static_threshold,
+                         rollout=cfg.rollout)
+
+    def param_groups(self) -> list[dict]:
+        return self.model.param_groups(self.cfg.motion_lr_scale)
+
+    def schedules(self, step: int) -> dict[str, float]:
+        """Linear warm-up from 0, cosine to peak x final_lr_scale at schedule_steps; constant wd and EMA."""
+        from vidcache.pretrain.vjepa import warmup_cosine
+
+        cfg = self.cfg
+        total = cfg.schedule_steps or cfg.steps
+        lr = warmup_cosine(step, warmup=int(round(cfg.warmup * cfg.steps)), total=total, start=0.0, peak=cfg.lr,
+                           final=cfg.lr * cfg.final_lr_scale)
+        return {"lr": lr, "wd": cfg.weight_decay, "momentum": cfg.ema}
+
+    def after_step(self, momentum: float) -> None:
+        self.model.update_target(momentum)
+
+    def checkpoint(self) -> dict[str, Any]:
+        m = self.model
+        return {"model_config": m.frame_encoder.config, "target_encoder": m.teacher_encoder.state_dict(),
+                "encoder": m.frame_encoder.state_dict(), "motion_config": m.motion_encoder.config,
+                "motion_encoder": m.motion_encoder.state_dict(), "motion_proj": m.motion_proj.state_dict(),
+                "head": m.head.state_dict(), "teacher_head": m.teacher_head.state_dict(),
+                "centers": {"center": m.center.clone(), "recon_center": m.recon_center.clone()}}
+
+    def load(self, ckpt: dict) -> None:
+        m = self.model
+        m.frame_encoder.load_state_dict(ckpt["encoder"])
+        m.teacher_encoder.load_state_dict(ckpt["target_encoder"])
+        m.motion_encoder.load_state_dict(ckpt["motion_encoder"])
+        m.motion_proj.load_state_dict(ckpt["motion_proj"])
+        m.head.load_state_dict(ckpt["head"])
+        m.teacher_head.load_state_dict(ckpt["teacher_head"])
+        with torch.no_grad():
+            m.center.copy_(ckpt["centers"]["center"])
+            m.recon_center.copy_(ckpt["centers"]["recon_center"])
