@@ -230,7 +230,7 @@ def test_pretrain_config_mask_adapt_and_uniform_power(code_store, tmp_path):
                 pred_depth=1, pred_dim=48, batch_size=2, workers=0, device="cpu")
     t = Trainer(PretrainConfig(**base), torch.device("cpu"))  # 32 px / 8 px: a 4 x 4 grid
     assert t.model.encoder.uniform_power and t.model.encoder.config["uniform_power"]
-    assert t.masker.specs[0].spatial_scale != (0.15, 0.15)
+    assert t.objective.masker.specs[0].spatial_scale != (0.15, 0.15)
     t = Trainer(PretrainConfig(**base, mask_adapt=False, uniform_power=False), torch.device("cpu"))
     assert not t.model.encoder.uniform_power
-    assert [s.spatial_scale for s in t.masker.specs] == [(0.15, 0.15), (0.7, 0.7)]
+    assert [s.spatial_scale for s in t.objective.masker.specs] == [(0.15, 0.15), (0.7, 0.7)]
