@@ -93,7 +93,7 @@ def _make_davis(root, seqs=(("bear", "train", 5), ("cat", "val", 4)), size=(24, 
     return root
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def make_davis():
     """Build a tiny DAVIS-2017 tree: `make_davis(root, seqs=((name, split, frames), ...), size=(h, w))`."""
     return _make_davis

@@ -516,6 +516,27 @@ def _register_probes() -> None:
         ], help=f"{PROBE_HELP.get(name, name)} Library: `vidcache.probe.run_probe('{name}', ...)`.")
 
 
+def _register_dense() -> None:
+    from vidcache.dense.propagate import PropagateConfig
+
+    def propagate(cfg: dict, store: str, output: Path, overwrite: bool) -> None:
+        from vidcache.config import from_dict
+        from vidcache.dense.propagate import results_table, run_propagate
+
+        config = from_dict(PropagateConfig, cfg, "propagate config")
+        with progress_bar("propagating", None, unit="sequences") as update:
+            res = run_propagate(store, output, config, progress=lambda d, n: update(d, n), overwrite=overwrite)
+        out.print(results_table(res, title=f"label propagation on {store} ({res['split']})"))
+        out.print(f"masks: {Path(output) / 'Annotations'}; results: {Path(output) / 'results.json'}")
+
+    config_command(probe_app, "propagate", PropagateConfig, propagate, params=[
+        _param("store", str, typer.Argument(..., help="frame-token store (--protocol frames:all --tokens full)")),
+        _param("output", Path, typer.Option(..., "-o", "--output", help="results folder (Annotations/, results.json)")),
+        _param("overwrite", bool, typer.Option(False, help="replace a run made with another config")),
+    ], help="Semi-supervised video object segmentation by DINO's label propagation on cached frame tokens; "
+            "DAVIS-2017 J&F with the copy-the-first-mask baseline. Library: `vidcache.dense.propagate.run_propagate`.")
+
+
 # ----------------------------------------------------------------------------------------------- scale
 def _register_scale() -> None:
     from vidcache.scale.config import ScaleConfig
@@ -597,6 +618,7 @@ def _register_pretrain() -> None:
 
 
 _register_probes()
+_register_dense()
 _register_scale()
 _register_pretrain()
 
