@@ -49,7 +49,8 @@ def scale_throughput(batch: int, steps: int, device: torch.device, dim: int = 76
     torch.manual_seed(0)
     model = SCALEModel.from_config(dim, cfg).to(device).train()
     opt = make_optimizer(model, cfg)
-    it = data.epoch(0, batch, cfg.clips_per_set, cfg.num_masked, seed=0)
+    it = data.epoch(0, batch, cfg.clips_per_set, cfg.num_masked, seed=0,
+                    mask_ratio=cfg.mask_ratio if cfg.bernoulli_masking else None)
     for _ in range(2):  # warm-up: allocator, kernels, Adam state
         train_step(model, opt, *next(it), cfg.temperature)
     _sync(device)

@@ -559,6 +559,7 @@ def _register_scale() -> None:
         config = from_dict(ScaleEvalConfig, cfg, "scale eval config")
         summary = evaluate_run(_exists(run, "SCALE run"), train_store, eval_store, output, config,
                                progress=lambda row, res: console.print(f"  {row} done"))
+        out.print(f"SCALE run trained with the {summary['loss_form']} loss form")
         out.print(results_table(summary))
 
     config_command(scale_app, "train", ScaleConfig, train, params=[

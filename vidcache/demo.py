@@ -161,8 +161,8 @@ def _scale_step(manifest, out: Path, eval_store: Path, workers: int, seed: int, 
     with bar("extracting SCALE training clips", len(manifest)) as update:
         extract_clips(manifest, str(train_store), cfg, progress=lambda d, n, c: update(d, n))
     run = out / "scale_run"
-    scfg = ScaleConfig(clips_per_set=4, epochs=60, batch_size=64, hidden_dim=128, num_heads=4, head_hidden=256,
-                       seed=seed, checkpoint_every=20)
+    scfg = ScaleConfig(clips_per_set=4, epochs=60, batch_size=64, hidden_dim=128, num_heads=4,
+                       pred_head_hidden=1024, target_head_hidden=512, seed=seed, checkpoint_every=20)
     with bar("SCALE training", scfg.epochs) as update:
         train_from_store(train_store, run, scfg, progress=lambda epoch, m: update(epoch, scfg.epochs))
     summary = evaluate_run(run, train_store, eval_store, out / "scale_eval",

@@ -94,3 +94,14 @@ def test_config_reports_every_problem_at_once():
     for part in ("clips_per_set", "mask_ratio", "num_heads", "temperature", "device"):
         assert part in msg
     assert check(ScaleConfig()) is not None
+
+
+def test_bernoulli_masking_of_the_official_form():
+    # Separius/SCALE Scale.forward: torch.rand(...) < mask_ratio per clip; some sets get none, some more.
+    g = torch.Generator().manual_seed(0)
+    idx, mask = sample_sets(2000, 16, 8, 0, g, mask_ratio=0.25)
+    assert idx.shape == mask.shape == (2000, 2, 8)
+    assert abs(mask.float().mean().item() - 0.25) < 0.01
+    per_set = mask.sum(-1).flatten()
+    assert (per_set == 0).any() and (per_set > 2).any()
+    assert ScaleConfig().bernoulli_masking and not ScaleConfig(loss_form="thesis").bernoulli_masking

@@ -46,7 +46,8 @@ def test_scale_pipeline_on_the_synthetic_corpus(tmp_path):
     np.testing.assert_allclose(ev["box"][..., [0, 1, 3, 4]], np.broadcast_to([0, 0, 1, 1], (*ev["box"].shape[:2], 4)))
     assert (np.diff(ev["box"][..., 2], axis=1) > 0).all()
 
-    cfg = ScaleConfig(hidden_dim=32, depth=1, num_heads=2, head_hidden=64, proj_dim=16, clips_per_set=4,
+    cfg = ScaleConfig(hidden_dim=32, depth=1, num_heads=2, head_hidden=64, pred_head_hidden=64,
+                      target_head_hidden=64, proj_dim=16, clips_per_set=4,
                       epochs=8, batch_size=16, lr=1e-3, device="cpu", checkpoint_every=100, log_every=100)
     train_from_store(train_store, tmp_path / "run", cfg)
     model, _, info = load_run(tmp_path / "run")
@@ -57,8 +58,8 @@ def test_scale_pipeline_on_the_synthetic_corpus(tmp_path):
     emb, box = ev["emb"].astype(np.float32), ev["box"].copy()
     rev = box.copy()
     rev[..., 2], rev[..., 5] = 1 - box[..., 5], 1 - box[..., 2]
-    _, cls = scale_features(model.predictor, emb, box)
-    _, cls_rev = scale_features(model.predictor, emb, rev)
+    _, _, cls = scale_features(model.predictor, emb, box)
+    _, _, cls_rev = scale_features(model.predictor, emb, rev)
     assert np.abs(cls - cls_rev).max() > 1e-3
     torch.testing.assert_close(torch.from_numpy(emb.mean(1)), torch.from_numpy(emb[:, ::-1].mean(1)))
 

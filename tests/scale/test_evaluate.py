@@ -49,15 +49,21 @@ def _cfg(**kw):
     return ScaleEvalConfig(**base)
 
 
-def test_set_classifier_returns_log_of_mean_clip_softmax():
+@pytest.mark.parametrize("features", ["x_set", "clips_cls"])
+def test_set_classifier_returns_log_of_mean_clip_softmax(features):
     torch.manual_seed(0)
-    head = SetClassifier(SCALEPredictor(5, 8, 1, 2), 3)
+    p = SCALEPredictor(5, 8, 1, 2).eval()
+    p.set_stats(torch.full((5,), 0.5), torch.full((5,), 2.0))
+    head = SetClassifier(p, 3, features).eval()
     nn_init = torch.nn.init
     nn_init.normal_(head.fc.weight)
     batch = {"x": torch.randn(4, 6, 5), "box": torch.rand(4, 6, 6)}
     out = head(batch)
     clips, cls = head.predictor(batch["x"], batch["box"])
-    per_clip = head.fc(torch.cat([clips, cls[:, None].expand_as(clips)], -1)).softmax(-1)
+    # official LinearOnTop: [x_i, SET] per clip, x the standardised clip feature; thesis: [C^_i, CLS]
+    first = (batch["x"] - 0.5) / 2.0 if features == "x_set" else clips
+    assert head.fc.in_features == (5 if features == "x_set" else 8) + 8
+    per_clip = head.fc(torch.cat([first, cls[:, None].expand(-1, 6, -1)], -1)).softmax(-1)
     assert_close(out.exp(), per_clip.mean(1))
     assert_close(out.softmax(-1), per_clip.mean(1))
     assert "predictor.mask_token" not in dict(head.named_parameters())
@@ -67,10 +73,11 @@ def test_scale_features_match_the_predictor():
     torch.manual_seed(0)
     p = SCALEPredictor(6, 8, 2, 2).eval()
     d = rotation_data(10, 0)
-    clips, cls = scale_features(p, d.x, d.extras["box"], batch_size=3)
+    x, clips, cls = scale_features(p, d.x, d.extras["box"], batch_size=3)
     with torch.no_grad():
         c, t = p(torch.from_numpy(d.x), torch.from_numpy(d.extras["box"]))
-    assert clips.shape == (10, 6, 8) and cls.shape == (10, 8)
+    assert x.shape == (10, 6, 6) and clips.shape == (10, 6, 8) and cls.shape == (10, 8)
+    assert_close(torch.from_numpy(x), torch.from_numpy(d.x).float())  # identity statistics
     assert_close(torch.from_numpy(clips), c)
     assert_close(torch.from_numpy(cls), t)
 
@@ -84,7 +91,7 @@ def test_table_transformer_sees_motion_that_linear_cannot(tmp_path):
     assert seen == list(ROWS) and set(res) == set(ROWS)
     acc = {r: res[r]["test"]["top1"] for r in ROWS}
     assert acc["linear"] < 70 and acc["mlp"] < 70  # a single clip carries no label
-    assert acc["transformer"] > 85  # clips + boxes do
+    assert acc["transformer"] > 78  # clips + boxes do (83 with [x_i, SET] features)
     assert acc["scale_ft"] > acc["linear"] + 15
     for r in ROWS:
         assert (tmp_path / r / "results.json").exists()
@@ -125,7 +132,8 @@ def test_evaluate_run_on_stores(tmp_path):
     eval_store = _store(tmp_path / "eval.zarr", {"train": rotation_data(40, 3), "test": rotation_data(20, 4)},
                         ["ccw", "cw"])
     train_from_store(train_store.url, tmp_path / "run",
-                     ScaleConfig(hidden_dim=16, num_heads=2, head_hidden=16, proj_dim=8, clips_per_set=4,
+                     ScaleConfig(hidden_dim=16, num_heads=2, head_hidden=16, pred_head_hidden=16,
+                                 target_head_hidden=16, proj_dim=8, clips_per_set=4,
                                  epochs=2, batch_size=16, device="cpu"))
     cfg = _cfg(rows=["linear", "scale_knn", "scale_ft"], ft_epochs=2)
     # No store has a val split: with val_fraction 0 that is an error, never a silent use of test.
@@ -138,14 +146,71 @@ def test_evaluate_run_on_stores(tmp_path):
     assert saved["num_videos"] == {"train": 36, "val": 4, "test": 20}
     assert saved["where"]["val"] == "0.1 of train"
     assert saved["eval_config_hash"] == eval_store.config_hash
+    assert saved["loss_form"] == "official"
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["scale"]["loss_form"] == "official"
     assert summary["rows"]["scale_knn"]["selected"]["k"] == 5
     from rich.console import Console
     console = Console(record=True, width=120)
     console.print(results_table(summary))
     text = console.export_text()
-    assert "SCALE_ft" in text and "Linear" in text
+    assert "SCALE_ft" in text and "Linear" in text and "official form" in text
     # Embeddings of another width are refused with a clear message.
     other = _store(tmp_path / "other.zarr", {"train": rotation_data(20, 5, D=4), "test": rotation_data(10, 6, D=4)},
                    ["ccw", "cw"])
     with pytest.raises(DataError, match="same backbone"):
         evaluate_run(tmp_path / "run", other.url, other.url, cfg=cfg)
+
+
+def test_official_knn_and_linear_features(tmp_path):
+    # Separius/SCALE src/eval.py: LinearOnTop(no_logits) gives [x_i, SET] per clip; knn() takes the mean over
+    # clips, subtracts the mean over videos and l2-normalises. Re-typed here in float64 (train mean for all).
+    from vidcache.scale.evaluate import _centre_knn, _derive
+
+    torch.manual_seed(0)
+    p = SCALEPredictor(6, 8, 1, 2).eval()
+    p.set_stats(torch.full((6,), 0.1), torch.full((6,), 3.0))
+    data = {"train": rotation_data(12, 0), "test": rotation_data(7, 1)}
+    views = {s: _derive(d, p, "cpu", "official") for s, d in data.items()}
+    _centre_knn(views)
+    ref = {}
+    for s, d in data.items():
+        with torch.no_grad():
+            _, cls = p(torch.from_numpy(d.x), torch.from_numpy(d.extras["box"]))
+        x = (d.x.astype(np.float64) - 0.1) / 3.0
+        x_set = np.concatenate([x, np.repeat(cls.double().numpy()[:, None], 6, 1)], -1)
+        np.testing.assert_allclose(views[s]["scale_linear"].x, x_set, rtol=1e-5, atol=1e-5)
+        ref[s] = {"knn": x.mean(1), "scale_knn": x_set.mean(1)}
+    for row in ("knn", "scale_knn"):
+        mean = ref["train"][row].mean(0)
+        for s in data:
+            want = ref[s][row] - mean
+            want /= np.linalg.norm(want, axis=1, keepdims=True)
+            np.testing.assert_allclose(views[s][row].x[:, 0], want, rtol=1e-5, atol=1e-5)
+    # Thesis reading: CLS alone for SCALE_kNN, [C^_i, CLS] for SCALE_linear.
+    thesis = _derive(data["test"], p, "cpu", "thesis")
+    assert thesis["scale_knn"].x.shape == (7, 1, 8) and thesis["scale_linear"].x.shape == (7, 6, 16)
+
+
+def test_cli_scale_eval_prints_the_loss_form(tmp_path, capsys):
+    from typer.testing import CliRunner
+
+    from vidcache.cli import app
+
+    store = _store(tmp_path / "s.zarr", {"train": rotation_data(24, 0, C=8), "test": rotation_data(10, 1, C=8)},
+                   ["ccw", "cw"])
+    run = tmp_path / "run"
+    r = CliRunner().invoke(app, ["scale", "train", store.url, "-o", str(run), "--loss-form", "thesis",
+                                 "--epochs", "1", "--batch-size", "8", "--hidden-dim", "16", "--num-heads", "2",
+                                 "--head-hidden", "16", "--clips-per-set", "4", "--device", "cpu"])
+    assert r.exit_code == 0, r.output
+    assert json.loads((run / "config.json").read_text())["scale"]["loss_form"] == "thesis"
+    r = CliRunner().invoke(app, ["scale", "eval", str(run), "--train-store", store.url, "--eval-store", store.url,
+                                 "--rows", "linear", "--rows", "scale_knn", "--epochs", "1", "--device", "cpu"])
+    assert r.exit_code == 0, r.output
+    assert "trained with the thesis loss form" in r.output
+    from vidcache.cli import main
+
+    with pytest.raises(SystemExit) as e:
+        main(["scale", "train", store.url, "-o", str(tmp_path / "bad"), "--loss-form", "paper"])
+    assert e.value.code == 2 and "loss_form must be one of official, thesis" in capsys.readouterr().err
+    assert not (tmp_path / "bad").exists()

@@ -74,7 +74,7 @@ def test_mcm_ignores_unmasked_predictions_as_anchors():
 def test_pretext_loss_matches_per_video_recomputation():
     torch.manual_seed(0)
     B, K, D, tau = 3, 4, 6, 0.2
-    model = SCALEModel(D, hidden_dim=8, depth=1, num_heads=2, head_hidden=8, proj_dim=4)
+    model = SCALEModel(D, hidden_dim=8, depth=1, num_heads=2, head_hidden=8, proj_dim=4, loss_form="thesis", dropout=0.0)
     emb = torch.randn(B, 2, K, D)
     box = torch.rand(B, 2, K, 6)
     mask = torch.zeros(B, 2, K, dtype=torch.bool)
@@ -112,7 +112,7 @@ def test_pretext_loss_matches_per_video_recomputation():
 def test_pretext_loss_targets_exclude_the_position_encoding():
     # Target C_i has no box in it: changing boxes moves predictions but never targets.
     torch.manual_seed(1)
-    model = SCALEModel(5, hidden_dim=8, depth=1, num_heads=2, head_hidden=8, proj_dim=4)
+    model = SCALEModel(5, hidden_dim=8, depth=1, num_heads=2, head_hidden=8, proj_dim=4, loss_form="thesis", dropout=0.0)
     seen = []
     model.mcm_target.register_forward_hook(lambda m, i, o: seen.append(o.detach().clone()))
     emb, mask = torch.randn(2, 2, 3, 5), torch.zeros(2, 2, 3, dtype=torch.bool)
@@ -120,3 +120,97 @@ def test_pretext_loss_targets_exclude_the_position_encoding():
     pretext_loss(model, emb, torch.rand(2, 2, 3, 6), mask, 0.1)
     pretext_loss(model, emb, torch.rand(2, 2, 3, 6), mask, 0.1)
     assert_close(seen[0], seen[1])
+
+
+# ----------------------------------------------------------------------------- the official form
+
+def _official_contrastive(prediction, target, temp, dual=True):
+    """Separius/SCALE src/scale.py `Scale.contrastive_loss`, re-typed (float64 in the tests)."""
+    logits = torch.einsum("nd,md->nm", prediction, target) / temp
+    con_loss = -torch.diag(torch.log_softmax(logits, dim=1))
+    if dual:
+        con_loss = (con_loss - torch.diag(torch.log_softmax(logits, dim=0))) * 0.5
+    return con_loss.mean()
+
+
+def _official_dense(prediction, target, mask, temp):
+    """The MCM ("dense") loss of `Scale.forward`, re-typed: every clip of the batch is a candidate."""
+    logits = torch.einsum("nc,mc->nm", prediction, target) / temp
+    return -torch.masked_select(torch.diag(torch.log_softmax(logits, dim=1)), mask.view(-1)).mean()
+
+
+def test_official_losses_equal_the_reference_formulas():
+    from vidcache.scale.losses import official_mcm_loss, official_set_loss
+
+    g = torch.Generator().manual_seed(0)
+    s1 = F.normalize(torch.randn(5, 7, generator=g, dtype=torch.float64), dim=-1)
+    s2 = F.normalize(torch.randn(5, 7, generator=g, dtype=torch.float64), dim=-1)
+    assert_close(official_set_loss(s1.float(), s2.float(), 0.2), _official_contrastive(s1, s2, 0.2).float())
+    # x0.5 of the thesis' symmetric sum: half of L_ctr(A, B)
+    assert_close(official_set_loss(s1.float(), s2.float(), 0.2), contrastive_loss(s1.float(), s2.float(), 0.2) / 2)
+    pred = F.normalize(torch.randn(24, 7, generator=g, dtype=torch.float64), dim=-1)
+    target = F.normalize(torch.randn(24, 7, generator=g, dtype=torch.float64), dim=-1)
+    mask = torch.rand(24, generator=g) < 0.25
+    mask[3] = True
+    assert_close(official_mcm_loss(pred.float(), target.float(), mask, 0.2),
+                 _official_dense(pred, target, mask, 0.2).float())
+    # Golden: two clips, one masked, orthogonal unit vectors at tau = 1: log(1 + e^-1).
+    eye = torch.eye(2)
+    assert_close(official_mcm_loss(eye, eye, torch.tensor([False, True]), 1.0),
+                 torch.tensor(math.log(1 + math.exp(-1))))
+    # No masked clip: zero, with a gradient path (the reference would return NaN).
+    p = eye.clone().requires_grad_()
+    zero = official_mcm_loss(p, eye, torch.tensor([False, False]), 1.0)
+    zero.backward()
+    assert float(zero.detach()) == 0.0 and p.grad is not None
+
+
+def _official_forward(model, x, pos, mask, temp):
+    """`Scale.forward(x, pos, unsupervised=True)` of the official code re-typed on vidcache's modules, with the
+    clip mask given instead of drawn; x [B, 2, V, D] already standardised as the predictor reads it."""
+    B, two, V, D = x.shape
+    p = model.predictor
+    h = p.input_proj(x.reshape(-1, V, D))
+    m = mask.reshape(-1, V)
+    h = torch.where(m.unsqueeze(-1), p.mask_token.expand_as(h), h)
+    h = h + p.box_mlp(pos.reshape(-1, V, pos.shape[-1]))
+    h = torch.cat([p.cls_token.expand(h.shape[0], 1, -1), h], dim=1)
+    for blk in p.blocks:
+        h = blk(h)
+    h = p.norm(h)
+    set_cls = F.normalize(model.set_head(h[:, 0]), dim=-1).view(B, two, -1)
+    set_loss = _official_contrastive(set_cls[:, 0].double(), set_cls[:, 1].double(), temp)
+    target = F.normalize(model.mcm_target(x), dim=-1).reshape(-1, model.mcm_target[-1].out_features)
+    prediction = F.normalize(model.mcm_pred(h[:, 1:]), dim=-1).reshape(target.shape)
+    dense_loss = _official_dense(prediction.double(), target.double(), m, temp)
+    return set_loss, dense_loss, (set_loss + dense_loss) / 2  # train.py: weights 1 and 1, over their sum
+
+
+def test_official_pretext_loss_equals_the_reference_forward():
+    torch.manual_seed(0)
+    B, K, D, tau = 4, 5, 6, 0.2
+    model = SCALEModel(D, hidden_dim=16, depth=2, num_heads=2, proj_dim=8, pred_head_hidden=12,
+                       target_head_hidden=10).eval()  # eval: no dropout, so both passes see one network
+    model.predictor.set_stats(torch.full((D,), 0.3), torch.full((D,), 1.7))
+    emb, box = torch.randn(B, 2, K, D), torch.rand(B, 2, K, 6)
+    mask = torch.rand(B, 2, K) < 0.3
+    mask[0, 1, 2] = True
+    out = pretext_loss(model, emb, box, mask, tau)
+    set_ref, dense_ref, total_ref = _official_forward(model, (emb - 0.3) / 1.7, box, mask, tau)
+    assert_close(out["set"].double(), set_ref, rtol=1e-5, atol=1e-6)
+    assert_close(out["mcm"].double(), dense_ref, rtol=1e-5, atol=1e-6)
+    assert_close(out["loss"].double(), total_ref, rtol=1e-5, atol=1e-6)
+
+
+def test_official_heads_shapes_and_no_bias():
+    m = SCALEModel(10, hidden_dim=16, depth=1, num_heads=2, proj_dim=8)  # official widths 4096 / 2048
+    lin = lambda seq: [mod for mod in seq if isinstance(mod, torch.nn.Linear)]
+    assert [(l.in_features, l.out_features) for l in lin(m.mcm_pred)] == [(16, 4096), (4096, 8)]
+    assert [(l.in_features, l.out_features) for l in lin(m.mcm_target)] == [(10, 2048), (2048, 2048), (2048, 8)]
+    assert [(l.in_features, l.out_features) for l in lin(m.set_head)] == [(16, 4096), (4096, 8)]
+    assert all(l.bias is None for seq in (m.mcm_pred, m.mcm_target, m.set_head) for l in lin(seq))
+    assert not hasattr(m, "set_a") and not hasattr(m, "set_b")
+    p = m.predictor
+    assert torch.equal(p.cls_token, torch.zeros(16)) and torch.equal(p.mask_token, torch.zeros(16))
+    assert [type(x).__name__ for x in p.box_mlp] == ["Linear", "ReLU", "Linear"]
+    assert (p.box_mlp[0].in_features, p.box_mlp[0].out_features, p.box_mlp[2].out_features) == (6, 32, 16)

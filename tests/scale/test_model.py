@@ -55,9 +55,9 @@ def test_standardisation_uses_stored_stats():
 
 def test_same_seed_same_init_and_heads_separate():
     torch.manual_seed(5)
-    a = SCALEModel(6, 8, 1, 2, head_hidden=8, proj_dim=4)
+    a = SCALEModel(6, 8, 1, 2, head_hidden=8, proj_dim=4, loss_form="thesis")
     torch.manual_seed(5)
-    b = SCALEModel(6, 8, 1, 2, head_hidden=8, proj_dim=4)
+    b = SCALEModel(6, 8, 1, 2, head_hidden=8, proj_dim=4, loss_form="thesis")
     for (ka, va), (kb, vb) in zip(a.state_dict().items(), b.state_dict().items()):
         assert ka == kb and torch.equal(va, vb)
     assert not torch.equal(a.set_a[0].weight, a.set_b[0].weight)

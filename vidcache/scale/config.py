@@ -1,9 +1,12 @@
 """SCALE configuration: the predictor's shape, the pretext task and the training schedule.
 
-Defaults follow the thesis (ch. 4): a 2-layer encoder with hidden size 256, two sets of K = 8
-clips drawn from the 16 stored per video, 25 % of each set masked (the ablation's best), batch
-512, 500 epochs, Adam with cosine annealing. Values the thesis leaves open (temperature, head
-sizes, learning rate) are ordinary contrastive-learning choices and are all configurable.
+Defaults follow the official code (github.com/Separius/SCALE: `src/train.py` arguments, `src/scale.py`),
+which produced the published numbers: a 2-layer predictor of width 256 with 8 heads, MLP ratio 2 and
+dropout 0.1; two sets of K = 8 clips drawn from the 16 stored per video; each clip masked with
+probability 0.25; temperature 0.2; AdamW (lr 3e-4, weight decay 1e-4) with a 5 % linear warm-up and
+a cosine; batch 512 for 200 epochs. `loss_form` picks the official losses and heads, or the thesis'
+equations (4.6-4.8) with a head per side of each pair and exactly round(0.25 K) masked clips per set;
+docs/scale.md says how they differ.
 """
 
 from __future__ import annotations
@@ -13,32 +16,44 @@ from dataclasses import dataclass
 from vidcache.config import field
 
 
+LOSS_FORMS = ("official", "thesis")
+
+
 @dataclass
 class ScaleConfig:
+    loss_form: str = field("official", help="official: the released code's losses and heads (MCM one way over "
+                                            "both sets of the batch, SET symmetric x0.5, loss (SET + MCM) / 2, "
+                                            "Bernoulli clip masking); thesis: eqs. 4.6-4.8 with four heads")
     # predictor
     hidden_dim: int = field(256, help="Predictor width; clip embeddings are projected to it.")
     depth: int = field(2, help="Transformer encoder layers in the predictor.")
-    num_heads: int = field(4, help="Attention heads per layer (must divide hidden_dim).")
-    mlp_ratio: float = field(4.0, help="Width of each layer's MLP relative to hidden_dim.")
-    dropout: float = field(0.0, help="Dropout inside the predictor's layers.")
+    num_heads: int = field(8, help="Attention heads per layer (must divide hidden_dim; official: hidden / 32).")
+    mlp_ratio: float = field(2.0, help="Width of each layer's MLP relative to hidden_dim.")
+    dropout: float = field(0.1, help="Dropout inside the predictor's layers (attention, projections, MLP).")
     standardize: bool = field(True, help="Standardise each embedding dimension with the training "
-                                          "store's mean/std before the input projection.")
+                                          "store's mean/std before the predictor and the target head "
+                                          "(vidcache's addition: backbones differ by orders of magnitude in scale).")
     # contrastive heads
-    head_hidden: int = field(512, help="Hidden width of the 3-layer contrastive MLP heads.")
+    pred_head_hidden: int = field(4096, help="official: hidden width of the 2-layer bias-free MCM prediction "
+                                             "and SET heads")
+    target_head_hidden: int = field(2048, help="official: hidden width of the 3-layer bias-free MCM target head "
+                                               "on the clip feature")
+    head_hidden: int = field(512, help="thesis: hidden width of its four 3-layer heads")
     proj_dim: int = field(128, help="Output width of the contrastive heads (the common space).")
-    temperature: float = field(0.1, help="InfoNCE temperature tau.")
+    temperature: float = field(0.2, help="InfoNCE temperature tau of both losses.")
     # pretext task
     clips_per_set: int = field(8, help="K: clips per set; each step draws 2K distinct stored clips "
                                         "per video and splits them into two sets.")
-    mask_ratio: float = field(0.25, help="Fraction of each set replaced by the MSK token "
-                                         "(rounded, at least one clip, never the whole set).")
+    mask_ratio: float = field(0.25, help="official: each clip is replaced by the MSK token with this "
+                                         "probability; thesis: this fraction of each set, rounded, at least "
+                                         "one clip and never the whole set")
     # optimisation
-    epochs: int = field(500, help="Passes over the training videos.")
+    epochs: int = field(200, help="Passes over the training videos.")
     batch_size: int = field(512, help="Videos per step (each contributes two sets of K clips).")
-    lr: float = field(5e-4, help="Peak Adam learning rate.")
+    lr: float = field(3e-4, help="Peak AdamW learning rate.")
     min_lr: float = field(0.0, help="Learning rate at the end of the cosine schedule.")
-    weight_decay: float = field(0.0, help="Adam (L2) weight decay.")
-    warmup_epochs: int = field(0, help="Linear warm-up epochs before the cosine decay (0 = none).")
+    weight_decay: float = field(1e-4, help="AdamW weight decay (not on biases, norms and the CLS / MSK tokens).")
+    warmup: float = field(0.05, help="Linear warm-up as a fraction of all steps, before the cosine decay.")
     seed: int = field(0, help="Seed for initialisation, set sampling and masking.")
     split: str = field("train", help="Store split used for self-supervised training ('all' = every split).")
     # where and how fast (not part of the result)
@@ -47,13 +62,21 @@ class ScaleConfig:
     log_every: int = field(50, help="Steps between metric lines in metrics.jsonl.", hashed=False)
 
     @property
+    def bernoulli_masking(self) -> bool:
+        """Each clip masked independently (official) rather than a fixed count per set (thesis)."""
+        return self.loss_form == "official"
+
+    @property
     def num_masked(self) -> int:
-        """Clips masked in each set: the ratio rounded, kept within [1, K - 1]."""
+        """Thesis form: clips masked in each set, the ratio rounded, kept within [1, K - 1]."""
         return min(max(1, round(self.mask_ratio * self.clips_per_set)), self.clips_per_set - 1)
 
     def validate(self) -> list[str]:
         p = []
-        for name in ("hidden_dim", "depth", "num_heads", "head_hidden", "proj_dim", "epochs",
+        if self.loss_form not in LOSS_FORMS:
+            p.append(f"loss_form must be one of {', '.join(LOSS_FORMS)} (got {self.loss_form!r})")
+        for name in ("hidden_dim", "depth", "num_heads", "head_hidden", "pred_head_hidden", "target_head_hidden",
+                     "proj_dim", "epochs",
                      "batch_size", "checkpoint_every", "log_every"):
             if getattr(self, name) < 1:
                 p.append(f"{name} must be >= 1 (got {getattr(self, name)})")
@@ -75,8 +98,8 @@ class ScaleConfig:
             p.append(f"min_lr must be in [0, lr] (got {self.min_lr})")
         if self.weight_decay < 0:
             p.append(f"weight_decay must be >= 0 (got {self.weight_decay})")
-        if self.warmup_epochs < 0 or (self.epochs >= 1 and self.warmup_epochs >= self.epochs):
-            p.append(f"warmup_epochs must be in [0, epochs) (got {self.warmup_epochs})")
+        if not 0 <= self.warmup < 1:
+            p.append(f"warmup must be a fraction in [0, 1) (got {self.warmup})")
         if not (self.device == "auto" or self.device == "cpu" or self.device.startswith("cuda")):
             p.append(f"device must be 'auto', 'cpu' or 'cuda[:i]' (got {self.device!r})")
         return p

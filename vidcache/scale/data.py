@@ -2,7 +2,9 @@
 
 The training store holds C clips per video (16 with `random:16:SEED`). Every step draws, for each
 video, 2K distinct clips in random order — the first K form set 1, the next K set 2 — and masks a
-random subset of each set. All randomness comes from one torch.Generator seeded by (seed, epoch),
+random subset of each set: each clip with probability `mask_ratio` (the official code's Bernoulli
+masking, `Scale.forward` in Separius/SCALE `src/scale.py`) or exactly `num_masked` per set (the
+thesis form). All randomness comes from one torch.Generator seeded by (seed, epoch),
 so an epoch's batches are the same whether a run is fresh or resumed.
 """
 
@@ -19,20 +21,23 @@ from vidcache.errors import DataError
 
 
 def sample_sets(batch: int, num_clips: int, clips_per_set: int, num_masked: int,
-                generator: torch.Generator) -> tuple[Tensor, Tensor]:
+                generator: torch.Generator, mask_ratio: float | None = None) -> tuple[Tensor, Tensor]:
     """Clip indices [batch, 2, K] (2K distinct per video) and masks [batch, 2, K] bool.
 
-    Each set gets exactly `num_masked` masked clips, chosen uniformly; 1 <= num_masked < K so a
-    set is never fully masked and never unmasked.
+    With `mask_ratio`, every clip is masked independently with that probability. Otherwise each set
+    gets exactly `num_masked` masked clips, chosen uniformly; 1 <= num_masked < K so a set is never
+    fully masked and never unmasked.
     """
     K = clips_per_set
     if 2 * K > num_clips:
         raise DataError(f"SCALE needs 2K = {2 * K} distinct clips per video but the store has {num_clips}; "
                         f"extract the training store with --protocol random:{2 * K}:SEED or lower clips_per_set")
-    if not 1 <= num_masked < K:
+    if mask_ratio is None and not 1 <= num_masked < K:
         raise DataError(f"num_masked must be in [1, {K - 1}] for sets of {K} clips (got {num_masked})")
     order = torch.rand(batch, num_clips, generator=generator).argsort(dim=1)
     clip_idx = order[:, : 2 * K].reshape(batch, 2, K)
+    if mask_ratio is not None:
+        return clip_idx, torch.rand(batch, 2, K, generator=generator) < mask_ratio
     chosen = torch.rand(batch, 2, K, generator=generator).argsort(dim=-1)[..., :num_masked]
     mask = torch.zeros(batch, 2, K, dtype=torch.bool).scatter_(-1, chosen, True)
     return clip_idx, mask
@@ -95,14 +100,14 @@ class ClipSets:
         return -(-self.num_videos // batch_size)
 
     def epoch(self, epoch: int, batch_size: int, clips_per_set: int, num_masked: int,
-              seed: int) -> Iterator[tuple[Tensor, Tensor, Tensor]]:
+              seed: int, mask_ratio: float | None = None) -> Iterator[tuple[Tensor, Tensor, Tensor]]:
         """Batches (emb [B, 2, K, D], box [B, 2, K, 6], mask [B, 2, K]) over shuffled videos."""
         g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
         order = torch.randperm(self.num_videos, generator=g)
         dev = self.emb.device
         for start in range(0, self.num_videos, batch_size):
             vids = order[start:start + batch_size]
-            clip_idx, mask = sample_sets(len(vids), self.num_clips, clips_per_set, num_masked, g)
+            clip_idx, mask = sample_sets(len(vids), self.num_clips, clips_per_set, num_masked, g, mask_ratio)
             vids, clip_idx = vids.to(dev), clip_idx.to(dev)
             rows = vids[:, None, None]
             yield self.emb[rows, clip_idx], self.box[rows, clip_idx], mask.to(dev)

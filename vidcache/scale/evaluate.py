@@ -1,14 +1,20 @@
 """Evaluating a SCALE run with the probes: one table of baselines and SCALE variants.
 
-Rows (thesis ch. 4.3.1):
+Rows (thesis ch. 4.3.1), with the features of the official code (Separius/SCALE `src/eval.py`:
+`LinearOnTop` with the set token appended, `knn`) for a run of the official form. x_i is the clip
+feature the predictor reads (the stored embedding, standardised with SCALE's training statistics
+when `standardize` is on), SET the CLS output of the set of all the video's clips:
     Linear        linear head per clip of the frozen embeddings, softmax averaged over clips
     MLP           the same with an MLP head (the nonlinear baseline)
-    kNN           k = 20 DINO-weighted vote on the mean of the l2-normalised clip embeddings
-    Transformer   SCALE's predictor architecture + linear head, trained on labels from random init
-                  (SCALE's own control: it differs from SCALE_ft only in the initialisation)
-    SCALE_linear  linear head on concat(Ĉ_i, SET token) per clip, softmax averaged over clips
-    SCALE_kNN     k = 20 DINO-weighted vote on the SET (CLS) token
-    SCALE_ft      the pretrained predictor + linear head, fine-tuned on labels (backbone frozen)
+    kNN           k = 20 DINO-weighted vote on mean_i x_i, centred with the train mean, l2-normalised
+    Transformer   SCALE's predictor architecture + linear head on [x_i ⊕ SET], trained on labels
+                  from random init (differs from SCALE_ft only in the initialisation)
+    SCALE_linear  linear head on [x_i ⊕ SET] per clip, softmax averaged over clips
+    SCALE_kNN     k = 20 vote on mean_i [x_i ⊕ SET], centred with the train mean, l2-normalised
+    SCALE_ft      the pretrained predictor + linear head on [x_i ⊕ SET], fine-tuned (backbone frozen)
+The official code centres each split with its own mean; here every split is centred with the train
+mean, so no test statistics are used. A thesis-form run keeps the thesis' reading: [Ĉ_i ⊕ CLS] for
+the linear rows, the CLS token for SCALE_kNN and the mean of l2-normalised clips for kNN.
 
 Every row goes through the probes' machinery (`vidcache.probe`): grid over lr x wd, selection on
 val, report on test. The frozen-feature rows are plain probes on features derived here; the two
@@ -101,26 +107,34 @@ class ScaleEvalConfig:
 # The predictor as a classification head (Transformer and SCALE_ft rows)
 
 
-class SetClassifier(nn.Module):
-    """Predictor + linear head on concat(Ĉ_i, CLS) per clip; returns log of the mean clip softmax.
+FEATURES = {"official": "x_set", "thesis": "clips_cls"}
 
-    Returning log(mean_i softmax_i) makes the probes' cross-entropy the loss of the averaged
-    prediction, and their softmax of it the same average SCALE_linear reports.
+
+class SetClassifier(nn.Module):
+    """Predictor + linear head per clip; returns log of the mean clip softmax.
+
+    The head reads [x_i ⊕ SET] (`features="x_set"`, the official `LinearOnTop`) or [Ĉ_i ⊕ CLS]
+    (`"clips_cls"`, the thesis form). Returning log(mean_i softmax_i) makes the probes'
+    cross-entropy the loss of the averaged prediction, and their softmax of it the same average
+    SCALE_linear reports.
     """
 
-    def __init__(self, predictor: SCALEPredictor, num_classes: int):
+    def __init__(self, predictor: SCALEPredictor, num_classes: int, features: str = "x_set"):
         super().__init__()
         self.predictor = predictor
+        self.features = features
         # The MSK token is never used on labels; a parameter without gradient would break the
         # grid's autograd.grad over every parameter.
         self.predictor.mask_token = None
-        self.fc = nn.Linear(2 * predictor.hidden_dim, num_classes)
+        width = (predictor.in_dim if features == "x_set" else predictor.hidden_dim) + predictor.hidden_dim
+        self.fc = nn.Linear(width, num_classes)
         nn.init.normal_(self.fc.weight, std=0.01)
         nn.init.zeros_(self.fc.bias)
 
     def forward(self, batch: dict) -> torch.Tensor:
         clips, cls = self.predictor(batch["x"], batch["box"])
-        feats = torch.cat([clips, cls[:, None].expand_as(clips)], dim=-1)
+        first = self.predictor.normalize(batch["x"]) if self.features == "x_set" else clips
+        feats = torch.cat([first, cls[:, None].expand(-1, first.shape[1], -1)], dim=-1)
         logp = F.log_softmax(self.fc(feats), dim=-1)
         return torch.logsumexp(logp, dim=1) - np.log(logp.shape[1])
 
@@ -146,12 +160,13 @@ class SetProbe(GridProbe):
     Config = SetProbeConfig
     arrays = ("emb",)
 
-    def __init__(self, cfg: SetProbeConfig, num_classes: int | None, make_predictor):
+    def __init__(self, cfg: SetProbeConfig, num_classes: int | None, make_predictor, features: str = "x_set"):
         super().__init__(cfg, num_classes)
         self.make_predictor = make_predictor
+        self.features = features
 
     def make_head(self, dim: int, num_classes: int) -> nn.Module:
-        return SetClassifier(self.make_predictor(), num_classes)
+        return SetClassifier(self.make_predictor(), num_classes, self.features)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -160,31 +175,56 @@ class SetProbe(GridProbe):
 
 @torch.no_grad()
 def scale_features(predictor: SCALEPredictor, emb: np.ndarray, box: np.ndarray, device: str | torch.device = "cpu",
-                   batch_size: int = 256) -> tuple[np.ndarray, np.ndarray]:
-    """Predictor outputs of every video with all its clips, none masked: (clips [n, C, H], cls [n, H])."""
+                   batch_size: int = 256) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Predictor outputs of every video with all its clips, none masked:
+    (x [n, C, D] the clip features it reads, clips [n, C, H], cls [n, H])."""
     predictor = predictor.to(device).eval()
-    clips, cls = [], []
+    xs, clips, cls = [], [], []
     for s in range(0, len(emb), batch_size):
         e = torch.from_numpy(np.ascontiguousarray(emb[s:s + batch_size])).to(device)
         b = torch.from_numpy(np.ascontiguousarray(box[s:s + batch_size], dtype=np.float32)).to(device)
         c, t = predictor(e, b)
+        xs.append(predictor.normalize(e).cpu().numpy())
         clips.append(c.cpu().numpy())
         cls.append(t.cpu().numpy())
-    H = predictor.hidden_dim
-    return (np.concatenate(clips) if clips else np.zeros((0, emb.shape[1], H), np.float32),
-            np.concatenate(cls) if cls else np.zeros((0, H), np.float32))
+    H, D = predictor.hidden_dim, predictor.in_dim
+    if not clips:
+        return (np.zeros((0, emb.shape[1], D), np.float32), np.zeros((0, emb.shape[1], H), np.float32),
+                np.zeros((0, H), np.float32))
+    return np.concatenate(xs), np.concatenate(clips), np.concatenate(cls)
 
 
-def _derive(data: ProbeData, predictor: SCALEPredictor, device) -> dict[str, ProbeData]:
-    """The per-row views of one split: raw clips (+ boxes), SCALE_linear and SCALE_kNN features."""
-    clips, cls = scale_features(predictor, data.x, data.extras["box"], device)
+def centred_normalised(x: np.ndarray, mean: np.ndarray) -> np.ndarray:
+    """The official kNN feature: minus the (train) mean, then l2-normalised per row."""
+    x = np.asarray(x, np.float64) - mean
+    return (x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)).astype(np.float32)
+
+
+def _derive(data: ProbeData, predictor: SCALEPredictor, device, form: str = "official") -> dict[str, ProbeData]:
+    """The per-row views of one split: raw clips (+ boxes) and the features of the kNN, SCALE_linear and
+    SCALE_kNN rows (official form: the kNN ones still to be centred, see `_centre_knn`)."""
+    x, clips, cls = scale_features(predictor, data.x, data.extras["box"], device)
     base = dataclasses.replace(data, extras={})
-    return {
-        "raw": base,
-        "set": data,
-        "scale_linear": dataclasses.replace(base, x=np.concatenate([clips, np.repeat(cls[:, None], clips.shape[1], 1)], -1)),
-        "scale_knn": dataclasses.replace(base, x=cls[:, None]),
-    }
+    views = {"raw": base, "set": data}
+    if form == "official":
+        x_set = np.concatenate([x, np.repeat(cls[:, None], x.shape[1], 1)], -1)
+        views["scale_linear"] = dataclasses.replace(base, x=x_set)
+        views["knn"] = dataclasses.replace(base, x=x.mean(1, keepdims=True))
+        views["scale_knn"] = dataclasses.replace(base, x=x_set.mean(1, keepdims=True))
+    else:
+        views["scale_linear"] = dataclasses.replace(
+            base, x=np.concatenate([clips, np.repeat(cls[:, None], clips.shape[1], 1)], -1))
+        views["knn"] = base
+        views["scale_knn"] = dataclasses.replace(base, x=cls[:, None])
+    return views
+
+
+def _centre_knn(views: dict[str, dict[str, ProbeData]]) -> None:
+    """Official form: centre the kNN and SCALE_kNN features with the train split's mean, l2-normalise."""
+    for row in ("knn", "scale_knn"):
+        mean = views["train"][row].x[:, 0].astype(np.float64).mean(0)
+        for split in views.values():
+            split[row] = dataclasses.replace(split[row], x=centred_normalised(split[row].x, mean))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -232,8 +272,9 @@ def load_splits(train_store: Any, eval_store: Any, cfg: ScaleEvalConfig) -> tupl
 
 def evaluate_features(predictor: SCALEPredictor, data: dict[str, ProbeData], cfg: ScaleEvalConfig,
                       out_dir: str | Path | None = None, num_classes: int | None = None,
-                      progress=None) -> dict:
-    """Every row of the table on given splits ({"train", "val", "test"}, each with extras["box"])."""
+                      progress=None, loss_form: str = "official") -> dict:
+    """Every row of the table on given splits ({"train", "val", "test"}, each with extras["box"]),
+    with the features of `loss_form`'s reading (see the module notes)."""
     check(cfg, "SCALE eval config")
     device = resolve_device(cfg.device)
     for name, d in data.items():
@@ -245,7 +286,9 @@ def evaluate_features(predictor: SCALEPredictor, data: dict[str, ProbeData], cfg
                             f"{predictor.in_dim}-d ones; evaluate with stores of the same backbone")
     k = num_classes or max(int(d.y.max()) for d in data.values()) + 1
     predictor = predictor.cpu().eval()
-    views = {s: _derive(d, predictor, device) for s, d in data.items()}
+    views = {s: _derive(d, predictor, device, loss_form) for s, d in data.items()}
+    if loss_form == "official":
+        _centre_knn(views)
     common = cfg.probe_common()
     grid = {"lrs": list(cfg.lrs), "wds": list(cfg.wds), "epochs": cfg.epochs, "batch_size": cfg.batch_size}
     ft = {"lrs": list(cfg.ft_lrs), "wds": list(cfg.ft_wds), "epochs": cfg.ft_epochs, "batch_size": cfg.ft_batch_size}
@@ -270,13 +313,13 @@ def evaluate_features(predictor: SCALEPredictor, data: dict[str, ProbeData], cfg
         if row == "mlp":
             return MLPProbe(MLPConfig(**common, **grid, hidden=cfg.mlp_hidden), k), "raw"
         if row == "knn":
-            return KNNProbe(KNNConfig(**common, ks=[cfg.k]), k), "raw"
+            return KNNProbe(KNNConfig(**common, ks=[cfg.k]), k), "knn"
         if row == "scale_linear":
             return LinearProbe(LinearConfig(**common, **grid), k), "scale_linear"
         if row == "scale_knn":
             return KNNProbe(KNNConfig(**common, ks=[cfg.k]), k), "scale_knn"
         factory = fresh_predictor if row == "transformer" else pretrained_predictor
-        return SetProbe(SetProbeConfig(**common, **ft), k, factory), "set"
+        return SetProbe(SetProbeConfig(**common, **ft), k, factory, FEATURES[loss_form]), "set"
 
     results: dict[str, dict] = {}
     for row in cfg.rows:
@@ -316,9 +359,10 @@ def evaluate_run(run_dir: str | Path, train_store: Any, eval_store: Any, out_dir
         log.warning("the SCALE run was trained on a store with other classes; its labels are not used, "
                     "so this only matters if the datasets differ by mistake")
     k = max(len(meta["classes"]), max(int(d.y.max()) for d in data.values()) + 1)
-    rows = evaluate_features(model.predictor, data, cfg, out, num_classes=k, progress=progress)
+    form = scfg.loss_form
+    rows = evaluate_features(model.predictor, data, cfg, out, num_classes=k, progress=progress, loss_form=form)
     summary = {
-        "run": str(run_dir), "scale": info.get("scale", {}), "run_hash": info.get("run_hash"),
+        "run": str(run_dir), "loss_form": form, "scale": info.get("scale", {}), "run_hash": info.get("run_hash"),
         "config": to_dict(cfg), **meta, "num_classes": k,
         "num_videos": {s: len(d) for s, d in data.items()},
         # A list, not a dict: results.json sorts keys, and the table keeps the thesis' row order.
@@ -332,10 +376,10 @@ def evaluate_run(run_dir: str | Path, train_store: Any, eval_store: Any, out_dir
 
 
 def results_table(summary: dict, title: str = "SCALE evaluation"):
-    """A rich Table of the summary written by evaluate_run (one row per method)."""
+    """A rich Table of the summary written by evaluate_run (one row per method), titled with the form."""
     from rich.table import Table
 
-    t = Table(title=title)
+    t = Table(title=f"{title} ({summary.get('loss_form', 'official')} form)")
     for col in ("method", "val top1", "test top1", "test top5", "test mean-class", "selected"):
         t.add_column(col, justify="left" if col in ("method", "selected") else "right")
     for r in summary["table"]:

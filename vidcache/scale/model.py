@@ -4,6 +4,12 @@ Each clip enters as its (standardised) embedding projected to the hidden width, 
 MSK token when masked; every token, masked or not, gets the position encoding P = MLP(box) of its
 normalised space-time box; a learned CLS token is prepended. The encoder returns one output per
 clip (the Ĉ_i) and the CLS output (the set summary, "SET token").
+
+As in the official code (Separius/SCALE `src/scale.py`, class `Scale`): the position MLP is
+Linear(6, 2H)-ReLU-Linear(2H, H) (the official boxes have a 7th entry), the CLS and MSK tokens
+start at zero, and the layers are pre-norm ViT blocks with dropout on the attention weights, the
+attention output and the MLP. Linear layers use Xavier initialisation (vidcache's choice; it keeps
+narrow predictors training).
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ class Attention(nn.Module):
         self.qkv = nn.Linear(dim, 3 * dim)
         self.proj = nn.Linear(dim, dim)
         self.dropout = dropout
+        self.proj_drop = nn.Dropout(dropout)
 
     def forward(self, x: Tensor) -> Tensor:
         B, N, D = x.shape
@@ -29,7 +36,7 @@ class Attention(nn.Module):
         # probes' grid training uses to fine-tune many copies of the predictor at once.
         attn = (q @ k.transpose(-2, -1)) * q.shape[-1] ** -0.5
         attn = F.dropout(attn.softmax(dim=-1), self.dropout, self.training)
-        return self.proj((attn @ v).transpose(1, 2).reshape(B, N, D))
+        return self.proj_drop(self.proj((attn @ v).transpose(1, 2).reshape(B, N, D)))
 
 
 class Block(nn.Module):
@@ -53,15 +60,17 @@ def _init_linear(module: nn.Module) -> None:
     for m in module.modules():
         if isinstance(m, nn.Linear):
             nn.init.xavier_uniform_(m.weight)
-            nn.init.zeros_(m.bias)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
 
 
-def mlp(in_dim: int, hidden: int, out_dim: int, layers: int = 3) -> nn.Sequential:
-    """Linear-GELU stack without batch norm (the thesis' contrastive heads use none)."""
+def mlp(in_dim: int, hidden: int, out_dim: int, layers: int = 3, bias: bool = True) -> nn.Sequential:
+    """Linear-GELU stack without batch norm (neither the thesis' nor the official heads use one);
+    the official heads (`get_head` in `src/scale.py`) have no biases."""
     mods: list[nn.Module] = []
     dims = [in_dim] + [hidden] * (layers - 1) + [out_dim]
     for i in range(layers):
-        mods.append(nn.Linear(dims[i], dims[i + 1]))
+        mods.append(nn.Linear(dims[i], dims[i + 1], bias=bias))
         if i < layers - 1:
             mods.append(nn.GELU())
     return nn.Sequential(*mods)
@@ -74,8 +83,8 @@ class SCALEPredictor(nn.Module):
     clips replaced by the MSK token (None = no masking, as at evaluation).
     """
 
-    def __init__(self, in_dim: int, hidden_dim: int = 256, depth: int = 2, num_heads: int = 4,
-                 mlp_ratio: float = 4.0, dropout: float = 0.0):
+    def __init__(self, in_dim: int, hidden_dim: int = 256, depth: int = 2, num_heads: int = 8,
+                 mlp_ratio: float = 2.0, dropout: float = 0.1):
         super().__init__()
         self.in_dim, self.hidden_dim = in_dim, hidden_dim
         # Per-dimension statistics of the training embeddings; identity until set_stats().
@@ -83,7 +92,7 @@ class SCALEPredictor(nn.Module):
         self.register_buffer("feat_mean", torch.zeros(in_dim))
         self.register_buffer("feat_std", torch.ones(in_dim))
         self.input_proj = nn.Linear(in_dim, hidden_dim)
-        self.box_mlp = mlp(6, hidden_dim, hidden_dim, layers=2)
+        self.box_mlp = nn.Sequential(nn.Linear(6, 2 * hidden_dim), nn.ReLU(), nn.Linear(2 * hidden_dim, hidden_dim))
         self.mask_token = nn.Parameter(torch.zeros(hidden_dim))
         self.cls_token = nn.Parameter(torch.zeros(hidden_dim))
         self.blocks = nn.ModuleList(Block(hidden_dim, num_heads, mlp_ratio, dropout) for _ in range(depth))
@@ -98,17 +107,22 @@ class SCALEPredictor(nn.Module):
             if isinstance(m, nn.LayerNorm):
                 nn.init.ones_(m.weight)
                 nn.init.zeros_(m.bias)
-        nn.init.trunc_normal_(self.mask_token, std=0.02)
-        nn.init.trunc_normal_(self.cls_token, std=0.02)
+        nn.init.zeros_(self.mask_token)
+        nn.init.zeros_(self.cls_token)
 
     @torch.no_grad()
     def set_stats(self, mean: Tensor, std: Tensor) -> None:
         self.feat_mean.copy_(mean)
         self.feat_std.copy_(std.clamp_min(1e-6))
 
+    def normalize(self, emb: Tensor) -> Tensor:
+        """The clip feature x the predictor reads: the embedding standardised with the training statistics
+        (unchanged when `standardize` was off)."""
+        return (emb.float() - self.feat_mean) / self.feat_std
+
     def embed(self, emb: Tensor) -> Tensor:
         """Clip embeddings [..., D] as the predictor sees them: standardised and projected to H."""
-        return self.input_proj((emb.float() - self.feat_mean) / self.feat_std)
+        return self.input_proj(self.normalize(emb))
 
     def forward(self, emb: Tensor, box: Tensor, mask: Tensor | None = None) -> tuple[Tensor, Tensor]:
         x = self.embed(emb)
@@ -123,25 +137,38 @@ class SCALEPredictor(nn.Module):
 
 
 class SCALEModel(nn.Module):
-    """Predictor plus the four contrastive heads of the pretext task.
+    """Predictor plus the contrastive heads of the pretext task; only `predictor` is kept for evaluation.
 
-    MCM pairs a masked clip's output Ĉ_i (head `mcm_pred`) with its original clip C_i (head
-    `mcm_target`); SET pairs CLS^1 (head `set_a`) with CLS^2 (head `set_b`). Each pair has its own
-    two heads, as in the thesis' L_ctr(A, B, θ_A, θ_B). Only `predictor` is kept for evaluation.
+    official (`src/scale.py`): `mcm_pred` (2 x pred_head_hidden, no bias) maps a clip output Ĉ_i into
+    the common space, `mcm_target` (3 x target_head_hidden, no bias) maps the clip feature x_i there,
+    and one `set_head` (2 x pred_head_hidden, no bias) serves the CLS outputs of both sets.
+    thesis: each pair has its own two 3-layer heads, as in L_ctr(A, B, θ_A, θ_B): `mcm_pred` on Ĉ_i,
+    `mcm_target` on the projected clip embedding, `set_a` and `set_b` on the two CLS outputs.
     """
 
-    def __init__(self, in_dim: int, hidden_dim: int = 256, depth: int = 2, num_heads: int = 4,
-                 mlp_ratio: float = 4.0, dropout: float = 0.0, head_hidden: int = 512, proj_dim: int = 128):
+    def __init__(self, in_dim: int, hidden_dim: int = 256, depth: int = 2, num_heads: int = 8,
+                 mlp_ratio: float = 2.0, dropout: float = 0.1, head_hidden: int = 512, proj_dim: int = 128,
+                 loss_form: str = "official", pred_head_hidden: int = 4096, target_head_hidden: int = 2048):
         super().__init__()
+        self.loss_form = loss_form
         self.predictor = SCALEPredictor(in_dim, hidden_dim, depth, num_heads, mlp_ratio, dropout)
-        self.mcm_pred = mlp(hidden_dim, head_hidden, proj_dim)
-        self.mcm_target = mlp(hidden_dim, head_hidden, proj_dim)
-        self.set_a = mlp(hidden_dim, head_hidden, proj_dim)
-        self.set_b = mlp(hidden_dim, head_hidden, proj_dim)
-        for head in (self.mcm_pred, self.mcm_target, self.set_a, self.set_b):
+        if loss_form == "official":
+            self.mcm_pred = mlp(hidden_dim, pred_head_hidden, proj_dim, layers=2, bias=False)
+            self.mcm_target = mlp(in_dim, target_head_hidden, proj_dim, layers=3, bias=False)
+            self.set_head = mlp(hidden_dim, pred_head_hidden, proj_dim, layers=2, bias=False)
+            heads = (self.mcm_pred, self.mcm_target, self.set_head)
+        elif loss_form == "thesis":
+            self.mcm_pred = mlp(hidden_dim, head_hidden, proj_dim)
+            self.mcm_target = mlp(hidden_dim, head_hidden, proj_dim)
+            self.set_a = mlp(hidden_dim, head_hidden, proj_dim)
+            self.set_b = mlp(hidden_dim, head_hidden, proj_dim)
+            heads = (self.mcm_pred, self.mcm_target, self.set_a, self.set_b)
+        else:
+            raise ValueError(f"loss_form must be official or thesis, got {loss_form!r}")
+        for head in heads:
             _init_linear(head)
 
     @classmethod
     def from_config(cls, in_dim: int, cfg) -> "SCALEModel":
         return cls(in_dim, cfg.hidden_dim, cfg.depth, cfg.num_heads, cfg.mlp_ratio, cfg.dropout,
-                   cfg.head_hidden, cfg.proj_dim)
+                   cfg.head_hidden, cfg.proj_dim, cfg.loss_form, cfg.pred_head_hidden, cfg.target_head_hidden)

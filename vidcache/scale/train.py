@@ -1,4 +1,8 @@
-"""SCALE pretext training on cached clip embeddings: one explicit loop, Adam + cosine annealing.
+"""SCALE pretext training on cached clip embeddings: one explicit loop, AdamW, warm-up + cosine.
+
+As in the official code (Separius/SCALE `src/train.py`: `get_parameter_groups`, `get_optimizer`):
+biases, norms and the CLS / MSK tokens take no weight decay, and the learning rate warms up
+linearly over the first 5 % of the steps, then follows a cosine.
 
 A run folder holds:
     config.json    the ScaleConfig, the input width and where the embeddings came from
@@ -40,8 +44,14 @@ def lr_at(step: int, total: int, warmup: int, lr: float, min_lr: float) -> float
     return min_lr + 0.5 * (lr - min_lr) * (1 + math.cos(math.pi * min(t, 1.0)))
 
 
-def make_optimizer(model: torch.nn.Module, cfg: ScaleConfig) -> torch.optim.Adam:
-    return torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+def make_optimizer(model: torch.nn.Module, cfg: ScaleConfig) -> torch.optim.AdamW:
+    """AdamW with weight decay on matrices only (1-D parameters: biases, norms, tokens, take none)."""
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        if p.requires_grad:
+            (no_decay if p.ndim <= 1 or name.endswith("_token") else decay).append(p)
+    return torch.optim.AdamW([{"params": no_decay, "weight_decay": 0.0},
+                              {"params": decay, "weight_decay": cfg.weight_decay}], lr=cfg.lr)
 
 
 def train_step(model: SCALEModel, opt: torch.optim.Optimizer, emb, box, mask, temperature: float) -> dict:
@@ -111,12 +121,14 @@ def train_scale(emb: np.ndarray, box: np.ndarray, cfg: ScaleConfig, out_dir: str
             torch.cuda.set_rng_state(state["cuda_rng"], device)
 
     steps = data.steps_per_epoch(cfg.batch_size)
-    total, warmup = steps * cfg.epochs, steps * cfg.warmup_epochs
+    total = steps * cfg.epochs
+    warmup = int(round(cfg.warmup * total))
+    mask_ratio = cfg.mask_ratio if cfg.bernoulli_masking else None
     model.train()
     with open(out / METRICS_FILE, "a") as log:
         for epoch in range(start_epoch, cfg.epochs):
             sums, n, t0 = {}, 0, time.perf_counter()
-            batches = data.epoch(epoch, cfg.batch_size, cfg.clips_per_set, cfg.num_masked, cfg.seed)
+            batches = data.epoch(epoch, cfg.batch_size, cfg.clips_per_set, cfg.num_masked, cfg.seed, mask_ratio)
             for i, (e, b, m) in enumerate(batches):
                 step = epoch * steps + i
                 for group in opt.param_groups:
