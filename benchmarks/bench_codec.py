@@ -45,7 +45,7 @@ def footage_dir(arg: str | None) -> Path:
 
 
 def read_all(path: Path) -> np.ndarray:
-    from vidcache.extract.decode import open_video
+    from vidcache.video.decode import open_video
 
     with open_video(str(path)) as v:
         return v.get_frames(list(range(v.num_frames)))

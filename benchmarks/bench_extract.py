@@ -25,9 +25,9 @@ import torch
 
 from benchmarks.common import Report, parser
 from vidcache.data.synth import SynthConfig, synthesize
+from vidcache.device import resolve_device
 from vidcache.extract.clips import ClipExtractConfig, ClipJob, extract_clips
 from vidcache.extract.pool import WorkerPool
-from vidcache.extract.runner import resolve_device
 
 
 def make_backbone(name: str):

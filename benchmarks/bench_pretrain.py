@@ -93,7 +93,7 @@ def loader_fps(url: str, kind: str, *, num_frames: int, stride: int, batch: int,
 
 def train_steps_per_s(url: str, kind: str, out: Path, *, model: str, num_frames: int, batch: int, steps: int,
                       workers: int, device: str, pred_depth: int, pred_dim: int) -> float:
-    from vidcache.extract.runner import resolve_device
+    from vidcache.device import resolve_device
     from vidcache.pretrain.train import PretrainConfig, Trainer
 
     cfg = PretrainConfig(codes=url, out=str(out), model=model, split=None, num_frames=num_frames, frame_stride=2,

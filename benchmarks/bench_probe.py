@@ -137,8 +137,8 @@ def bench_cache_vs_end_to_end(rep: Report, args, videos: int) -> None:
     import torch
 
     from vidcache.data.synth import SynthConfig, synthesize
+    from vidcache.device import resolve_device
     from vidcache.extract.clips import ClipExtractConfig, ClipJob, extract_clips
-    from vidcache.extract.runner import resolve_device
     from vidcache.models import create_backbone
     from vidcache.probe.run import make_config, run_probe
 

@@ -288,7 +288,7 @@ def test_train_from_manifest_then_evaluate_store(tmp_path):
     from vidcache.cache.store import ArraySpec, Store
     from vidcache.codec import evaluate_store, train_codebook
     from vidcache.data.manifest import Manifest
-    from vidcache.extract.decode import open_video
+    from vidcache.video.decode import open_video
 
     paths = [_write_mp4(tmp_path / f"v{i}.mp4", _frames(6, 24, 32, seed=10 + i)) for i in range(4)]
     (tmp_path / "empty.mp4").write_bytes(b"")

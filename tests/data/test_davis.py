@@ -7,7 +7,7 @@ from PIL import Image
 from vidcache.data.davis import davis_palette, frame_names, manifest_from_davis, read_mask, write_mask
 from vidcache.data.manifest import Manifest, read_manifest
 from vidcache.errors import DataError
-from vidcache.extract.decode import DecodeError, open_video
+from vidcache.video.decode import DecodeError, open_video
 
 
 def test_palette_is_pascal_voc():

@@ -9,7 +9,7 @@ import pytest
 from vidcache.cache import Store
 from vidcache.codec import CodecConfig, fit_codebook, select_frames
 from vidcache.extract.codes import CodeExtractConfig, extract_codes
-from vidcache.extract.decode import open_video
+from vidcache.video.decode import open_video
 
 
 @pytest.fixture(scope="module")

@@ -10,9 +10,9 @@ from vidcache.data.davis import manifest_from_davis
 from vidcache.data.manifest import read_manifest
 from vidcache.errors import ConfigError
 from vidcache.extract.clips import ClipExtractConfig, extract_clips
-from vidcache.extract.decode import open_video
 from vidcache.extract.sampling import frame_size, parse_frame_protocol
 from vidcache.models import create_backbone
+from vidcache.video.decode import open_video
 
 
 def test_frame_protocols():

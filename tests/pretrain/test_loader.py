@@ -6,7 +6,7 @@ import torch
 
 from vidcache.cache import Store
 from vidcache.codec import CodeDecoder, decode_codes_np, preprocess_frames, select_frames
-from vidcache.extract.decode import open_video
+from vidcache.video.decode import open_video
 from vidcache.models.backbone import IMAGENET_MEAN, IMAGENET_STD
 from vidcache.pretrain.loader import (
     ClipDecoder,

@@ -108,7 +108,7 @@ def evaluate_store(url: str | Path, split: str = "test", preview: str | Path | N
     bytes on disk (all done videos, metadata and codebook included).
     """
     from vidcache.cache.store import Store
-    from vidcache.extract.decode import open_video
+    from vidcache.video.decode import open_video
 
     store = Store.open(url, kind="codes")
     arr = store.group["codes/codebook"]

@@ -78,7 +78,7 @@ def train_codebook(manifest, cfg: CodecConfig, backend: str = "auto", progress: 
     Videos that fail to decode are skipped (and counted in the config); k-means runs on faiss, on
     every GPU when faiss-gpu sees some, else on CPU (or torch CUDA, see `NearestCentroid`).
     """
-    from vidcache.extract.decode import open_video  # lazy: decoding is only needed to train from videos
+    from vidcache.video.decode import open_video  # lazy: decoding is only needed to train from videos
 
     check(cfg)
     rows = manifest.split_indices(cfg.split)

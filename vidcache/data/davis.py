@@ -6,7 +6,7 @@ The layout (davisvideochallenge/davis2017-evaluation, `davis2017/davis.py`):
     ROOT/Annotations/480p/<sequence>/00000.png ...     indexed PNGs: 0 background, 1..n objects, 255 void
     ROOT/ImageSets/2017/train.txt, val.txt             one sequence name per line
 
-A folder of frames is a video to the decoder (`vidcache.extract.decode`), so a DAVIS sequence goes
+A folder of frames is a video to the decoder (`vidcache.video.decode`), so a DAVIS sequence goes
 through extraction like any mp4. A mask belongs to the frame with the same file stem; for a video
 file, frame i's mask is `{i:05d}.png` (what the synthetic corpus writes).
 """

@@ -237,8 +237,10 @@ def _run_dataset(plan: Plan, ds: DatasetSpec, refs: list[CheckpointRef], results
 
     from vidcache.cache import manifest_digest
     from vidcache.data.manifest import read_manifest
+    from vidcache.device import resolve_device
+    from vidcache.distributed import DistInfo
     from vidcache.extract.clips import ClipExtractConfig, ClipJob, preprocess_key
-    from vidcache.extract.runner import DistInfo, resolve_device, run_extractions
+    from vidcache.extract.runner import run_extractions
 
     device = resolve_device(dev_name, DistInfo())
     manifest = read_manifest(ds.manifest)
@@ -381,7 +383,7 @@ def run_plan_distributed(plan: Plan, results_dir: str | Path) -> list[dict]:
     Every rank merges the table when it finishes (under a file lock), so the last one to finish
     writes the complete table.
     """
-    from vidcache.extract.runner import DistInfo
+    from vidcache.distributed import DistInfo
 
     dist = DistInfo.from_env()
     dev = plan.run.devices[0]

@@ -22,16 +22,10 @@ import torch.nn.functional as F
 
 from vidcache.cache import ArraySpec
 from vidcache.config import check, field, to_dict
+from vidcache.device import resolve_device
+from vidcache.distributed import DistInfo, destroy_distributed, init_distributed
 from vidcache.errors import ConfigError, VidcacheError
-from vidcache.extract.decode import open_video
-from vidcache.extract.runner import (
-    DistInfo,
-    Summary,
-    decode_problems,
-    init_distributed,
-    resolve_device,
-    run_extractions,
-)
+from vidcache.extract.runner import Summary, run_extractions
 from vidcache.extract.sampling import (
     boxes,
     frames_needed,
@@ -41,6 +35,7 @@ from vidcache.extract.sampling import (
     plan_clips,
 )
 from vidcache.extract.transforms import video_clips_tensor
+from vidcache.video.decode import decode_problems, open_video
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 _POOL_RE = re.compile(r"^pool:(\d+),(\d+),(\d+)$")
@@ -321,7 +316,7 @@ def extract_clips_many(manifest, outs: list[str], cfg: ClipExtractConfig, backbo
         raise ConfigError([f"give one output store per backbone (got {len(backbones)} backbones and "
                            f"{len(outs)} outputs)"], "extract config")
     dist = DistInfo.from_env()
-    device = resolve_device(cfg.device, dist)
+    device = resolve_device(cfg.device, dist.local_rank)
     if cfg.dtype == "fp16" and device.type == "cpu":
         raise ConfigError(["dtype fp16 needs a GPU; use fp32 or bf16 on the CPU"], "extract config")
     created = init_distributed(dist, device)
@@ -351,6 +346,5 @@ def extract_clips_many(manifest, outs: list[str], cfg: ClipExtractConfig, backbo
                 summaries[i] = s
         return summaries
     finally:
-        if created:
-            torch.distributed.destroy_process_group()
+        destroy_distributed(created)
 

@@ -17,8 +17,10 @@ import torch
 
 from vidcache.cache import ArraySpec
 from vidcache.config import check, field, to_dict
-from vidcache.extract.decode import open_video
-from vidcache.extract.runner import DistInfo, Summary, decode_problems, init_distributed, resolve_device, run_extraction
+from vidcache.device import resolve_device
+from vidcache.distributed import DistInfo, destroy_distributed, init_distributed
+from vidcache.extract.runner import Summary, run_extraction
+from vidcache.video.decode import decode_problems, open_video
 
 
 @dataclass
@@ -125,7 +127,7 @@ def extract_codes(manifest, out: str, cfg: CodeExtractConfig, *, overwrite: bool
 
     check(cfg, "extract codes config")
     dist = DistInfo.from_env()
-    device = resolve_device(cfg.device, dist)
+    device = resolve_device(cfg.device, dist.local_rank)
     codebook = load_codebook(cfg.codebook, device=device.type)
     created = init_distributed(dist, device)
     try:
@@ -134,5 +136,4 @@ def extract_codes(manifest, out: str, cfg: CodeExtractConfig, *, overwrite: bool
                               overwrite=overwrite, videos_per_block=cfg.videos_per_block, progress=progress,
                               dist=dist, storage_options=storage_options, start_method=start_method)
     finally:
-        if created:
-            torch.distributed.destroy_process_group()
+        destroy_distributed(created)

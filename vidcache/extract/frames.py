@@ -29,10 +29,10 @@ import torch
 from vidcache.cache import ArraySpec
 from vidcache.config import to_dict
 from vidcache.errors import ConfigError
-from vidcache.extract.decode import open_video, probe_video
 from vidcache.extract.pool import WorkerPool
 from vidcache.extract.sampling import frame_size, parse_frame_protocol
 from vidcache.extract.transforms import frames_tensor
+from vidcache.video.decode import open_video, probe_video
 
 # A frame store's block (the unit of redone work and of memory while extracting) holds about this
 # many bytes of tokens: one DAVIS video at 480p with ViT-S/8 is already ~300 MB.

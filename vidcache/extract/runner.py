@@ -16,17 +16,22 @@ the others wait for it at a barrier.
 
 from __future__ import annotations
 
-import os
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Protocol
 
 import numpy as np
-import torch
 
 from vidcache.cache import DONE, FAILED, ArraySpec, Store
+from vidcache.device import resolve_device
+from vidcache.distributed import DistInfo, barrier, init_distributed
 from vidcache.errors import VidcacheError
 from vidcache.extract.pool import TaskResult, WorkerPool
+from vidcache.video.decode import decode_problems
+
+# Importable from here as before: the extraction entry points use them together with the runner.
+__all__ = ["DistInfo", "Job", "Summary", "decode_problems", "init_distributed", "open_store", "resolve_device",
+           "run_extraction", "run_extractions"]
 
 
 class Job(Protocol):
@@ -39,58 +44,6 @@ class Job(Protocol):
     def begin_block(self, start: int, stop: int) -> None: ...
     def add(self, row: int, payload: dict) -> None: ...  # an ok video, in row order
     def end_block(self) -> dict[str, np.ndarray]: ...  # data arrays of the block
-
-
-def decode_problems(workers: int, decode_timeout: float, decoder: str) -> list[str]:
-    """Validation of the decode options every extraction config shares."""
-    from vidcache.extract.decode import BACKENDS
-
-    p = []
-    if workers < 0:
-        p.append(f"workers must be >= 0, got {workers}")
-    if decode_timeout <= 0:
-        p.append(f"decode_timeout must be > 0, got {decode_timeout}")
-    if decoder not in BACKENDS:
-        p.append(f"decoder must be one of {', '.join(BACKENDS)}, got {decoder!r}")
-    return p
-
-
-@dataclass
-class DistInfo:
-    rank: int = 0
-    world: int = 1
-    local_rank: int = 0
-
-    @classmethod
-    def from_env(cls) -> "DistInfo":
-        """Rank and world size as torchrun sets them (1 process otherwise)."""
-        return cls(int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1)),
-                   int(os.environ.get("LOCAL_RANK", 0)))
-
-    @property
-    def distributed(self) -> bool:
-        return self.world > 1
-
-
-def resolve_device(device: str, dist: DistInfo | None = None) -> torch.device:
-    """`vidcache.device.resolve_device` for this rank (torchrun's LOCAL_RANK picks the GPU)."""
-    from vidcache.device import resolve_device as _resolve
-
-    return _resolve(device, (dist or DistInfo.from_env()).local_rank)
-
-
-def _barrier(dist: DistInfo) -> None:
-    if dist.distributed and torch.distributed.is_available() and torch.distributed.is_initialized():
-        torch.distributed.barrier()
-
-
-def init_distributed(dist: DistInfo, device: torch.device) -> bool:
-    """Join torchrun's process group (for barriers only). Returns True when this call created it."""
-    if not dist.distributed or not torch.distributed.is_available() or torch.distributed.is_initialized():
-        return False
-    backend = "nccl" if device.type == "cuda" else "gloo"
-    torch.distributed.init_process_group(backend=backend)
-    return True
 
 
 @dataclass
@@ -119,7 +72,7 @@ def open_store(job: Job, manifest, out: str, *, overwrite: bool = False, videos_
                                      overwrite=overwrite, videos_per_block=videos_per_block,
                                      attrs=job.store_attrs(), static_arrays=static() if static else None,
                                      storage_options=storage_options)
-    _barrier(dist)
+    barrier(dist)
     if store is None:
         store = Store.open_or_create(out, job.kind, manifest, job.store_config(), job.arrays(),
                                      overwrite=False, storage_options=storage_options)
@@ -222,7 +175,7 @@ def run_extractions(jobs: list[Job], manifest, outs: list[str], *, workers: int 
                 if progress is not None:
                     progress(decoded, len(rows), clips)
             restarts = pool.restarts
-    _barrier(dist)
+    barrier(dist)
     out = []
     for w in writers:
         s = w.summary

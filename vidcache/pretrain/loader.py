@@ -210,7 +210,7 @@ class Mp4ClipDataset(Dataset):
 
     def __getitem__(self, key: tuple[int, int]) -> dict:
         from vidcache.codec.frames import preprocess_frames, select_frames
-        from vidcache.extract.decode import open_video
+        from vidcache.video.decode import open_video
 
         i, position = key
         src = self.source

@@ -40,6 +40,8 @@ import numpy as np
 import torch
 
 from vidcache.config import check, diff_fields, field, hashed_dict, save_json, to_dict
+from vidcache.device import resolve_device
+from vidcache.distributed import DistInfo, barrier, destroy_distributed, init_distributed
 from vidcache.errors import ConfigError, VidcacheError
 from vidcache.models.backbone import IMAGENET_MEAN, IMAGENET_STD
 from vidcache.models.checkpoint import load_checkpoint, make_checkpoint, save_checkpoint_atomic
@@ -382,24 +384,6 @@ class Trainer:
         return save_checkpoint_atomic(self.state(), checkpoint_path(out, self.step))
 
 
-def _init_dist(device: torch.device) -> tuple[int, int, bool]:
-    from vidcache.extract.runner import DistInfo
-
-    dist = DistInfo.from_env()
-    if not dist.distributed:
-        return 0, 1, False
-    created = False
-    if not torch.distributed.is_initialized():
-        torch.distributed.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
-        created = True
-    return torch.distributed.get_rank(), torch.distributed.get_world_size(), created
-
-
-def _barrier(world: int) -> None:
-    if world > 1:
-        torch.distributed.barrier()
-
-
 def pretrain(cfg: Any, progress: Callable[[int, int, dict], None] | None = None) -> dict:
     """Train (or resume) an encoder from a code store; returns a summary of the run.
 
@@ -407,21 +391,20 @@ def pretrain(cfg: Any, progress: Callable[[int, int, dict], None] | None = None)
 
     `progress(step, steps, record)` is called on rank 0 after each logged step.
     """
-    from vidcache.extract.runner import DistInfo, resolve_device
-
     check(cfg, "pretrain config")
-    device = resolve_device(cfg.device, DistInfo.from_env())
+    dist = DistInfo.from_env()
+    device = resolve_device(cfg.device, dist.local_rank)
     if device.type == "cuda":
         torch.cuda.set_device(device)
-    rank, world, created = _init_dist(device)
+    created = init_distributed(dist, device)
     try:
-        return _run(cfg, device, rank, world, progress)
+        return _run(cfg, device, dist, progress)
     finally:
-        if created:
-            torch.distributed.destroy_process_group()
+        destroy_distributed(created)
 
 
-def _run(cfg: Any, device: torch.device, rank: int, world: int, progress) -> dict:
+def _run(cfg: Any, device: torch.device, dist: DistInfo, progress) -> dict:
+    rank, world = dist.rank, dist.world
     out = Path(cfg.out)
     trainer = Trainer(cfg, device, rank, world)
     metrics_path = out / "metrics.jsonl"
@@ -432,7 +415,7 @@ def _run(cfg: Any, device: torch.device, rank: int, world: int, progress) -> dic
         resumed_from = str(latest)
     elif list_checkpoints(out):
         raise VidcacheError(f"{out} already holds checkpoints; resume (the default) or use an empty run directory")
-    _barrier(world)  # every rank has chosen its starting checkpoint before rank 0 writes step 0
+    barrier(dist)  # every rank has chosen its starting checkpoint before rank 0 writes step 0
     if rank == 0:
         out.mkdir(parents=True, exist_ok=True)
         save_json(cfg, out / "config.json")
@@ -441,7 +424,7 @@ def _run(cfg: Any, device: torch.device, rank: int, world: int, progress) -> dic
             trainer.save(out)  # step 0: the random initialisation, a baseline for evaluation
         else:
             _truncate_metrics(metrics_path, trainer.step)
-    _barrier(world)
+    barrier(dist)
 
     end = cfg.steps if cfg.stop_at is None else min(cfg.steps, cfg.stop_at)
     start_step = trainer.step
@@ -479,7 +462,7 @@ def _run(cfg: Any, device: torch.device, rank: int, world: int, progress) -> dic
                 if step % cfg.checkpoint_every == 0 or step == end:
                     if rank == 0:
                         trainer.save(out)
-                    _barrier(world)
+                    barrier(dist)
         finally:
             del it  # stop DataLoader workers before the process group goes away
     seconds = time.perf_counter() - t0

@@ -17,10 +17,11 @@ import torch
 from torch import nn
 
 from vidcache.config import check, from_dict, save_json, to_dict
+from vidcache.device import resolve_device
 from vidcache.errors import DataError
 from vidcache.probe.data import ProbeData, check_finite, check_nonempty
 from vidcache.probe.metrics import classification_metrics
-from vidcache.probe.train import GridResult, Standardizer, TrainConfig, grid_scores, resolve_device, train_grid
+from vidcache.probe.train import GridResult, Standardizer, TrainConfig, grid_scores, train_grid
 
 WEIGHTS = "head.safetensors"
 NORM = "norm.safetensors"

@@ -37,13 +37,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from vidcache.config import check, field, save_json, to_dict
+from vidcache.device import resolve_device
 from vidcache.errors import DataError
 from vidcache.probe.base import GridProbe
 from vidcache.probe.data import ProbeData, check_nonempty, load_split, split_off
 from vidcache.probe.knn import KNNConfig, KNNProbe
 from vidcache.probe.linear import LinearConfig, LinearProbe
 from vidcache.probe.mlp import MLPConfig, MLPProbe
-from vidcache.probe.train import TrainConfig, resolve_device
+from vidcache.probe.train import TrainConfig
 from vidcache.scale.model import SCALEPredictor
 from vidcache.scale.train import load_run
 

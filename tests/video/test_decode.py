@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from vidcache.errors import DataError
-from vidcache.extract import decode
-from vidcache.extract.decode import DecodeError, iter_frames, open_video, probe_video, read_all, resample_indices
+from vidcache.video import decode
+from vidcache.video.decode import DecodeError, iter_frames, open_video, probe_video, read_all, resample_indices
 
 W, H, N = 64, 48, 30
 

@@ -67,6 +67,18 @@ _CONTAINER_MAGIC = (
 )
 
 
+def decode_problems(workers: int, decode_timeout: float, decoder: str) -> list[str]:
+    """Validation of the decode options every extraction config shares (all problems at once)."""
+    p = []
+    if workers < 0:
+        p.append(f"workers must be >= 0, got {workers}")
+    if decode_timeout <= 0:
+        p.append(f"decode_timeout must be > 0, got {decode_timeout}")
+    if decoder not in BACKENDS:
+        p.append(f"decoder must be one of {', '.join(BACKENDS)}, got {decoder!r}")
+    return p
+
+
 class DecodeError(DataError):
     """A video that cannot be decoded; `kind` is one of KINDS and the message says why in one line."""
 
