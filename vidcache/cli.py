@@ -668,14 +668,16 @@ def eval_watch(folder: Path = typer.Argument(..., help="checkpoint folder of a t
                output: Path = typer.Option(..., "-o", "--output", help="results folder (appended to)"),
                poll: float = typer.Option(10.0, help="seconds between polls"),
                format: str = typer.Option("auto", help="checkpoint format: auto, vidcache, vjepa, torchscript"),
-               name: str = typer.Option("", help="run name in tables and plots (default: the folder's name)")) -> None:
+               name: str = typer.Option("", help="run name in tables and plots (default: the folder's name)"),
+               backbone_option: List[str] = typer.Option([], help="backbone option KEY=VALUE for every checkpoint, "
+                                                                  "e.g. feature=cls for TDV runs (repeatable)")) -> None:
     """Evaluate every new checkpoint of FOLDER once it is completely written; Ctrl-C stops cleanly.
     Library: `vidcache.evaluate.watch`."""
     from vidcache.evaluate import load_plan, watch
 
     _exists(folder, "checkpoint folder")
     done = watch(folder, load_plan(_exists(plan, "plan")), output, poll_s=poll, format=format, run_name=name,
-                 live=console.is_terminal)
+                 live=console.is_terminal, options=_parse_options(backbone_option))
     out.print(f"evaluated {len(done)} checkpoint(s); results in {output}")
 
 

@@ -344,7 +344,7 @@ def test_checkpoints_are_per_frame_backbones(code_store, tmp_path):
         torch.testing.assert_close(motion.forward_features(x), expected[:, :, 1:].reshape(2, 48, 96))
     from vidcache.errors import VidcacheError
 
-    with pytest.raises(VidcacheError, match="#motion"):
+    with pytest.raises(VidcacheError, match="motion"):
         create_backbone(f"vidcache:{path}#motor")
 
 
@@ -415,3 +415,37 @@ def test_cli_pretrain_then_extract_and_probe_the_checkpoint(code_store, synth_co
                          "--device", "cpu")
     assert code == 2 and "fewer than the" in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "bad").exists()
+
+
+def test_example_plan_and_watch_evaluate_a_tdv_run(code_store, synth_corpus, tmp_path):
+    """docs/example_plan_tdv.toml's checkpoints (cls, cls_concat, motion) on the run's files; eval watch
+    with feature=cls evaluates each checkpoint once."""
+    import tomllib
+
+    from vidcache.evaluate.plan import parse_plan
+    from vidcache.evaluate.report import collect_rows
+    from vidcache.evaluate.run import run_plan
+    from vidcache.evaluate.watch import watch
+
+    run_dir = tmp_path / "tdv_run"
+    pretrain(tiny_cfg(code_store[0], run_dir, steps=1, checkpoint_every=1))
+    example = tomllib.loads((REPO / "docs" / "example_plan_tdv.toml").read_text())
+    checkpoints = [{**c, "path": str(run_dir / "ckpt_*.pt")} for c in example["checkpoints"]]
+    probes = [{"type": "knn", "ks": [3]}, {"type": "linear", "lrs": [1e-2], "wds": [1e-3], "epochs": 2}]
+    assert [p["type"] for p in example["probes"]] == ["linear", "knn"]
+    plan = parse_plan({"run": {"workers": 0, "batch_size": 8, "device": "cpu"}, "checkpoints": checkpoints,
+                       "datasets": [{"name": "synth", "manifest": str(synth_corpus[0]), "protocol": "1x1"}],
+                       "probes": probes})
+    rows = run_plan(plan, tmp_path / "res")
+    ok = [r for r in rows if r["status"] == "ok"]
+    assert len(ok) == 3 * 2 * 2, [r.get("error") for r in rows if r["status"] != "ok"]  # 3 kinds x 2 steps x 2 probes
+    assert {r["step"] for r in ok} == {0, 1}
+
+    watch_plan = parse_plan({"run": {"workers": 0, "batch_size": 8, "device": "cpu"},
+                             "checkpoints": [{"backbone": "tiny"}],
+                             "datasets": [{"name": "synth", "manifest": str(synth_corpus[0]), "protocol": "1x1"}],
+                             "probes": probes[:1]})
+    done = watch(run_dir, watch_plan, tmp_path / "watch", poll_s=0.01, max_polls=3, options={"feature": "cls"})
+    assert sorted(Path(p).name for p in done) == ["ckpt_000000.pt", "ckpt_000001.pt"]
+    rows = [r for r in collect_rows(tmp_path / "watch") if r.get("checkpoint", "").endswith(".pt(feature=cls)")]
+    assert len(rows) == 2 and all(r["status"] == "ok" for r in rows)

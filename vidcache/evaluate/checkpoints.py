@@ -136,8 +136,11 @@ def expand(spec: CheckpointSpec, trust_all: bool = False) -> list[CheckpointRef]
     paths = sorted(glob.glob(spec.path)) if glob.has_magic(spec.path) else [spec.path]
     paths = [p for p in paths if Path(p).is_file() and not Path(p).name.startswith(".")]
     paths.sort(key=lambda p: (step_from_name(p)[0] is None, step_from_name(p)[0] or 0, p))
-    return [CheckpointRef(label=p, backbone=spec.format, options=dict(spec.options), run=_run_name(spec, p),
-                          path=p, trust=trust) for p in paths]
+    # Options are part of the label, so one file evaluated two ways (a TDV run's feature=cls and
+    # part=motion) gives two rows, as a registry name with options does.
+    suffix = _options_label(spec.options) if spec.options else ""
+    return [CheckpointRef(label=p + suffix, backbone=spec.format, options=dict(spec.options),
+                          run=_run_name(spec, p), path=p, trust=trust) for p in paths]
 
 
 def _options_label(options: dict) -> str:

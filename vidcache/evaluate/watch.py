@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Callable
 
 from vidcache.errors import VidcacheError
-from vidcache.evaluate.checkpoints import CheckpointRef, step_from_name
+from vidcache.evaluate.checkpoints import CheckpointRef, _options_label, step_from_name
 from vidcache.evaluate.plan import Plan
 
 
@@ -34,9 +34,11 @@ def _candidates(folder: Path, patterns: list[str]) -> list[Path]:
 def watch(folder: str | Path, plan: Plan, results_dir: str | Path, *, poll_s: float = 10.0,
           settle_polls: int = 2, stop: threading.Event | None = None, max_polls: int | None = None,
           format: str = "auto", run_name: str = "", on_rows: Callable[[list[dict]], None] | None = None,
-          live: bool = False) -> list[str]:
+          live: bool = False, options: dict | None = None) -> list[str]:
     """Poll `folder` and evaluate each checkpoint once it is completely written; returns the files done.
 
+    `options` are backbone options for every checkpoint (e.g. {"feature": "cls"}: a TDV run's
+    frame encoder evaluated on its class token, as TDV's online kNN does).
     Files that are already there when watching starts are evaluated too (those already in the
     results are skipped by the cache). `stop` (a threading.Event) or `max_polls` end the loop; so
     does Ctrl-C, cleanly. `on_rows(rows)` gets the rows of each evaluated checkpoint.
@@ -72,13 +74,14 @@ def watch(folder: str | Path, plan: Plan, results_dir: str | Path, *, poll_s: fl
                     ready.append(p)
             ready.sort(key=lambda p: (step_from_name(p.name)[0] is None, step_from_name(p.name)[0] or 0, p.name))
             for p in ready:
-                ref = CheckpointRef(label=str(p), backbone=format, options={}, run=run_name or folder.name,
+                ref = CheckpointRef(label=str(p) + (_options_label(options) if options else ""), backbone=format,
+                                    options=dict(options or {}), run=run_name or folder.name,
                                     path=str(p), trust=plan.run.trust_checkpoint)
                 rows = run_plan(plan, results_dir, refs=[ref], write_table=False, live=live)
                 done.add(p)
                 evaluated.append(str(p))
                 if on_rows is not None:
-                    on_rows([r for r in rows if r.get("checkpoint") == str(p)])
+                    on_rows([r for r in rows if r.get("checkpoint") == ref.label])
                 write_results(results_dir)
                 if stop is not None and stop.is_set():
                     break

@@ -447,19 +447,20 @@ def load_vjepa(path: str, *, which: str | None = None, image_size: int | None = 
 
 @register_prefix("vidcache", "vidcache:<checkpoint from vidcache pretrain>[#motion]")
 def load_vidcache(path: str, *, which: str = "target_encoder", num_frames: int | None = None,
-                  frame_stride: int | None = None, feature: str = "mean", trust_checkpoint: bool = False) -> Backbone:
+                  frame_stride: int | None = None, feature: str = "mean", part: str | None = None,
+                  trust_checkpoint: bool = False) -> Backbone:
     """An encoder trained by `vidcache pretrain` (see vidcache.models.checkpoint for the format).
 
     Normalisation and frame stride come from the checkpoint's `preprocess` entry when present.
     A TDV checkpoint loads its frame encoder as a per-frame backbone (`feature`: mean of the patch
     tokens, cls, or cls_concat; `which="encoder"` for the student instead of the EMA teacher), and
-    `PATH#motion` its motion encoder, conditioned on the student frame encoder as in training.
+    `PATH#motion` (or `part="motion"`) its motion encoder, conditioned on the student frame encoder
+    as in training.
     """
-    part = None
     if "#" in path:
         path, part = path.rsplit("#", 1)
-        if part != "motion":
-            raise VidcacheError(f"unknown checkpoint part #{part} (a TDV checkpoint has #motion)")
+    if part not in (None, "motion"):
+        raise VidcacheError(f"unknown checkpoint part {part!r} (a TDV checkpoint has #motion)")
     ckpt = read_vidcache_checkpoint(path, trust=trust_checkpoint)
     pre = ckpt.get("preprocess") or {}
     stride = frame_stride if frame_stride is not None else int(pre.get("frame_stride", 1))
