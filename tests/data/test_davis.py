@@ -87,3 +87,19 @@ def test_cli_manifest_davis(tmp_path, make_davis):
     res = CliRunner().invoke(app, ["data", "manifest", str(root), "--format", "davis", "-o", str(tmp_path / "m.csv")])
     assert res.exit_code == 0, res.output
     assert read_manifest(tmp_path / "m.csv").masks[0].endswith("Annotations/480p/bear")
+
+
+def test_cutout_tree_has_moving_masked_objects(tmp_path):
+    from vidcache.data.davis import write_cutout_davis
+
+    rng = np.random.default_rng(0)
+    photos = [rng.integers(0, 255, (60, 80, 3), dtype=np.uint8), np.full((50, 70, 3), 200, np.uint8)]
+    root = write_cutout_davis(tmp_path / "c", photos, sequences=2, frames=5, size=(40, 48), seed=1)
+    m = manifest_from_davis(root)
+    assert m.splits == ["train", "val"]
+    ids0 = read_mask(root / "Annotations/480p/cutout-00/00000.png")
+    ids4 = read_mask(root / "Annotations/480p/cutout-00/00004.png")
+    assert set(np.unique(ids0).tolist()) == {0, 1, 2} and not np.array_equal(ids0, ids4)
+    # sequence 0: background from photo 0 (noise), object 1 cut from photo 1 (flat grey)
+    img = np.asarray(Image.open(root / "JPEGImages/480p/cutout-00/00000.jpg")).astype(int)
+    assert np.abs(img[ids0 == 1] - 200).mean() < 12 and np.abs(img[ids0 == 0] - 200).mean() > 30

@@ -143,3 +143,78 @@ def sequence_name(video_path: str) -> str:
     p = Path(video_path.rstrip("/"))
     name = p.name if p.is_dir() else p.stem
     return re.sub(r"[^A-Za-z0-9._-]", "_", name) or "video"
+
+
+def write_cutout_davis(root: str | Path, photos: list[np.ndarray], *, sequences: int = 4, frames: int = 24,
+                       size: tuple[int, int] = (240, 320), objects: int = 2, val_fraction: float = 0.5,
+                       seed: int = 0) -> Path:
+    """A DAVIS-2017 tree of real textures with exact masks: elliptical cut-outs of photographs moving
+    over another photograph.
+
+    Sequence s shows a crop of photo s % len(photos) as the background, panning slowly, and
+    `objects` ellipses cut from the other photos, each on a straight path that bounces off the
+    borders; object k+1 is drawn over object k and the masks say who is visible (ids 1..objects).
+    Frames are JPEGs (quality 90), masks indexed PNGs; the first `1 - val_fraction` of the
+    sequences are listed in `train.txt`, the rest in `val.txt`.
+    """
+    from PIL import Image
+
+    root = Path(root)
+    rng = np.random.default_rng(seed)
+    H, W = size
+    if len(photos) < 2:
+        raise DataError("write_cutout_davis needs at least two photographs (background and cut-outs)")
+    names = [f"cutout-{s:02d}" for s in range(sequences)]
+    n_val = max(1, int(round(sequences * val_fraction))) if sequences > 1 else 0
+    yy, xx = np.mgrid[0:H, 0:W].astype(np.float32)
+    for s, name in enumerate(names):
+        bg_photo = np.asarray(photos[s % len(photos)])
+        ph, pw = bg_photo.shape[:2]
+        scale = max(H / ph, (W + frames * 2) / pw) * 1.15
+        big = np.asarray(Image.fromarray(bg_photo).resize((int(pw * scale) + 1, int(ph * scale) + 1),
+                                                          Image.BILINEAR))
+        oy = int(rng.integers(0, big.shape[0] - H + 1))
+        ox0 = int(rng.integers(0, big.shape[1] - W - frames * 2 + 1))
+        pan = float(rng.uniform(0.5, 2.0))
+        sprites = []
+        for k in range(objects):
+            src = np.asarray(photos[(s + 1 + k) % len(photos)])
+            ry, rx = H * rng.uniform(0.12, 0.2), H * rng.uniform(0.15, 0.25)
+            sy = int(rng.integers(int(ry) + 1, src.shape[0] - int(ry) - 1))
+            sx = int(rng.integers(int(rx) + 1, src.shape[1] - int(rx) - 1))
+            patch = src[sy - int(ry):sy + int(ry) + 1, sx - int(rx):sx + int(rx) + 1]
+            py, px = np.mgrid[0:patch.shape[0], 0:patch.shape[1]].astype(np.float32)
+            inside = ((py - ry) / ry) ** 2 + ((px - rx) / rx) ** 2 <= 1
+            pos = np.array([rng.uniform(ry, H - ry), rng.uniform(rx, W - rx)])
+            vel = rng.uniform(2.0, 5.0, 2) * rng.choice([-1, 1], 2)
+            sprites.append({"patch": patch, "inside": inside, "pos": pos, "vel": vel, "r": (ry, rx)})
+        seq_img = root / "JPEGImages" / "480p" / name
+        seq_ann = root / "Annotations" / "480p" / name
+        seq_img.mkdir(parents=True, exist_ok=True)
+        for f in range(frames):
+            ox = ox0 + int(round(pan * f))
+            img = big[oy:oy + H, ox:ox + W].copy()
+            ids = np.zeros((H, W), np.uint8)
+            for k, sp in enumerate(sprites):
+                ry, rx = sp["r"]
+                cy, cx = sp["pos"]
+                y0, x0 = int(round(cy - ry)), int(round(cx - rx))
+                ph_, pw_ = sp["inside"].shape
+                ys, xs = np.nonzero(sp["inside"])
+                ty, tx = ys + y0, xs + x0
+                ok = (ty >= 0) & (ty < H) & (tx >= 0) & (tx < W)
+                img[ty[ok], tx[ok]] = sp["patch"][ys[ok], xs[ok]]
+                ids[ty[ok], tx[ok]] = k + 1
+                # move, bouncing off the borders
+                sp["pos"] = sp["pos"] + sp["vel"]
+                for d, (lo, hi) in enumerate(((ry, H - ry), (rx, W - rx))):
+                    if not lo <= sp["pos"][d] <= hi:
+                        sp["vel"][d] *= -1
+                        sp["pos"][d] = min(max(sp["pos"][d], lo), hi)
+            Image.fromarray(img).save(seq_img / f"{f:05d}.jpg", quality=90)
+            write_mask(seq_ann / f"{f:05d}.png", ids)
+    sets = root / "ImageSets" / "2017"
+    sets.mkdir(parents=True, exist_ok=True)
+    (sets / "train.txt").write_text("".join(f"{n}\n" for n in names[:sequences - n_val]))
+    (sets / "val.txt").write_text("".join(f"{n}\n" for n in names[sequences - n_val:]))
+    return root
