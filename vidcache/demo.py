@@ -1,6 +1,7 @@
 """`vidcache demo`: the whole workflow on the built-in synthetic corpus with the `tiny` backbone.
 
     corpus (mp4s) -> clip store (tiny, 4 clips/video, pooled tokens) -> linear / kNN / attentive probes
+                  -> frame-token store of the val videos -> label propagation J&F vs copying the first mask
                   -> codebook -> code store -> PSNR, compression, preview PNG
                   -> SCALE store (random clips) -> SCALE training -> SCALE rows next to Linear
 
@@ -33,7 +34,7 @@ def group_accuracy(confusion, classes: list[str], group: Callable[[str], str]) -
 
 def run_demo(out_dir: str | Path, *, videos: int = 240, workers: int = 2, seed: int = 0,
              console: Console | None = None, progress: Callable | None = None, scale: bool = True,
-             codec: bool = True, full: bool = False, pretrain_steps: int = 300) -> dict:
+             codec: bool = True, full: bool = False, pretrain_steps: int = 300, dense: bool = True) -> dict:
     """Run the demo into `out_dir`; returns a dict with every step's results (also in summary.json)."""
     from vidcache.cache import Store
     from vidcache.data.manifest import read_manifest
@@ -45,7 +46,7 @@ def run_demo(out_dir: str | Path, *, videos: int = 240, workers: int = 2, seed: 
     out = Path(out_dir)
     bar = progress or _null_bar
     codec = codec or full  # pretraining reads the code store
-    steps = 3 + int(codec) + int(scale) + int(full)
+    steps = 3 + int(dense) + int(codec) + int(scale) + int(full)
     results: dict = {"videos": videos, "seed": seed}
     t_start = time.perf_counter()
 
@@ -99,7 +100,23 @@ def run_demo(out_dir: str | Path, *, videos: int = 240, workers: int = 2, seed: 
     console.print(table)
 
     step = 3
-    # 4. codec ------------------------------------------------------------------------------------
+    # 4. dense: label propagation on the synthetic masks ----------------------------------------
+    if dense and manifest.masks:
+        step += 1
+        results["dense"] = _dense_step(manifest, out, workers, bar)
+        d = results["dense"]
+        table = Table(title="label propagation on the val videos' masks (DAVIS J&F)")
+        for col in ("method", "J", "F", "J&F", "J&F travelling objects", "J&F other objects"):
+            table.add_column(col, justify="left" if col == "method" else "right")
+        for label, key in (("propagation (tiny_frame tokens)", "propagation"), ("copy the first mask", "copy_first")):
+            r = d[key]
+            table.add_row(label, f"{r['J_mean']:.3f}", f"{r['F_mean']:.3f}", f"{r['JF_mean']:.3f}",
+                          f"{r['moving']:.3f}", f"{r['in_place']:.3f}")
+        console.print(f"[{step}/{steps}] dense: {d['sequences']} val videos, {d['frames_per_s']:.0f} frames/s "
+                      f"propagated from the cache ({d['seconds']:.1f} s)")
+        console.print(table)
+
+    # 5. codec ------------------------------------------------------------------------------------
     if codec:
         step += 1
         results["codec"] = _codec_step(manifest, out, workers, seed, bar)
@@ -126,6 +143,43 @@ def run_demo(out_dir: str | Path, *, videos: int = 240, workers: int = 2, seed: 
     (out / "summary.json").write_text(json.dumps(results, indent=2, default=str) + "\n")
     console.print(f"demo finished in {results['seconds']:.0f} s; everything is in {out} (summary.json)")
     return results
+
+
+# Synthetic motion classes whose object travels across the frame; the others turn, grow or shrink in
+# place, or drift slowly (appearance classes).
+_TRAVELLING = ("left", "right", "up", "down", "fast", "slow")
+
+
+def _dense_step(manifest, out: Path, workers: int, bar) -> dict:
+    """Frame tokens of the val videos (tiny_frame, 4-pixel patches), then label propagation."""
+    from vidcache.data.manifest import Manifest
+    from vidcache.dense.propagate import PropagateConfig, run_propagate
+    from vidcache.extract.clips import ClipExtractConfig, extract_clips
+
+    t = time.perf_counter()
+    rows = [i for i, s in enumerate(manifest.splits) if s == "val"]
+    sub = Manifest([manifest.paths[i] for i in rows], manifest.labels[rows], [manifest.splits[i] for i in rows],
+                   manifest.classes, masks=[manifest.masks[i] for i in rows])
+    store = out / "frames_tiny_frame_p4.zarr"
+    cfg = ClipExtractConfig(backbone="tiny_frame", backbone_options={"patch_size": 4}, protocol="frames:all",
+                            tokens="full", workers=workers)
+    with bar("extracting frame tokens (val)", len(sub)) as update:
+        extract_clips(sub, str(store), cfg, progress=lambda d, n, c: update(d, n))
+    res = run_propagate(store, out / "propagate", PropagateConfig(split="val"))
+    name_to_class = {Path(p).stem: manifest.classes[y] for p, y in zip(sub.paths, sub.labels.tolist())}
+
+    def group_mean(key: str, travelling: bool) -> float:
+        vals = [s[key] for name, s in res["sequences"].items()
+                if (name_to_class.get(name, "").split("_", 1)[-1] in _TRAVELLING) == travelling]
+        return float(np.mean(vals)) if vals else float("nan")
+
+    prop = {k: res[k] for k in ("J_mean", "F_mean", "JF_mean")}
+    prop.update(moving=group_mean("JF_mean", True), in_place=group_mean("JF_mean", False))
+    copy = dict(res["baseline"]["copy_first"])
+    copy.update(moving=group_mean("copy_first_JF", True), in_place=group_mean("copy_first_JF", False))
+    return {"propagation": prop, "copy_first": copy, "sequences": res["num_sequences"],
+            "frames_per_s": res["timings"]["frames_per_s"], "results": str(out / "propagate" / "results.json"),
+            "seconds": time.perf_counter() - t}
 
 
 def _codec_step(manifest, out: Path, workers: int, seed: int, bar) -> dict:
