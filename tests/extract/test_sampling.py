@@ -150,3 +150,88 @@ def test_bad_plan_arguments():
         plan_clips("1x1", num_frames=10, height=96, width=128, clip_len=0, stride=0, crop_size_hint=1.5)
     assert len(err.value.problems) == 3  # every problem at once
     assert isinstance(plan_clips(Protocol("grid", 1), 10, 96, 128, 4)[0], ClipSpec)
+
+
+# ---- V-JEPA evaluation sampling against a re-typed copy of the reference
+def _reference_loadvideo_indices(n_frames, num_clips, fpc, fstp, randint):
+    """facebookresearch/jepa src/datasets/video_dataset.py `loadvideo_decord`, frame-index part, with
+    the frozen eval's settings (allow_clip_overlap=True, random_clip_sampling=True), re-typed."""
+    clip_len = int(fpc * fstp)
+    partition_len = n_frames // num_clips
+    clip_indices = []
+    for i in range(num_clips):
+        if partition_len > clip_len:
+            end_indx = randint(clip_len, partition_len)
+            start_indx = end_indx - clip_len
+            indices = np.linspace(start_indx, end_indx, num=fpc)
+            indices = np.clip(indices, start_indx, end_indx - 1).astype(np.int64)
+            indices = indices + i * partition_len
+        else:
+            sample_len = min(clip_len, n_frames) - 1
+            indices = np.linspace(0, sample_len, num=sample_len // fstp)
+            indices = np.concatenate((indices, np.ones(fpc - sample_len // fstp) * sample_len,))
+            indices = np.clip(indices, 0, sample_len - 1).astype(np.int64)
+            clip_step = 0
+            if n_frames > clip_len:
+                clip_step = (n_frames - clip_len) // (num_clips - 1)
+            indices = indices + i * clip_step
+        clip_indices.append(indices)
+    return clip_indices
+
+
+def _reference_eval_crops(h, w, num_views, side_len):
+    """jepa evals/video_classification_frozen/utils.py `EvalVideoTransform` with get_resize_sizes
+    (src/datasets/utils/video/functional.py): crop starts on the resized frame, as boxes
+    normalised by the resized frame size (x0, y0, x1, y1)."""
+    if w < h:
+        ow, oh = side_len, int(side_len * h / w)
+    else:
+        oh, ow = side_len, int(side_len * w / h)
+    spatial_step = (max(oh, ow) - side_len) // (num_views - 1)
+    out = []
+    for i in range(num_views):
+        start = i * spatial_step
+        if oh > ow:
+            out.append((0.0, start / oh, 1.0, (start + side_len) / oh))
+        else:
+            out.append((start / ow, 0.0, (start + side_len) / ow, 1.0))
+    return out
+
+
+@pytest.mark.parametrize("n_frames", [300, 250, 120, 64, 40, 7])
+@pytest.mark.parametrize("segments,views", [(8, 3), (2, 3)])
+@pytest.mark.parametrize("hw", [(240, 320), (272, 640), (320, 240), (144, 176)])
+def test_vjepa_protocol_matches_reference_eval_sampling(n_frames, segments, views, hw):
+    from vidcache.extract.sampling import plan_clips
+
+    h, w = hw
+    specs = plan_clips(f"vjepa:{segments}x{views}:5", n_frames, h, w, clip_len=16, stride=4, video_index=3,
+                       size=224)
+    assert len(specs) == segments * views
+    rng = np.random.default_rng([5, 3])  # the same generator stands in for the reference's np.random.randint
+    ref = _reference_loadvideo_indices(n_frames, segments, 16, 4, lambda a, b: int(rng.integers(a, b)))
+    ref = [[int(i) % n_frames for i in r] for r in ref]
+    crops = _reference_eval_crops(h, w, views, 224)
+    for c, spec in enumerate(specs):
+        t, s = divmod(c, views)  # temporal-major
+        assert spec.frame_indices == ref[t]
+        x0, y0, _, x1, y1, _ = spec.box
+        rx0, ry0, rx1, ry1 = crops[s]
+        # the same square, cut from the original frame to the nearest pixel
+        assert abs(x0 - rx0) * w <= 0.5 + 1e-6 and abs(y0 - ry0) * h <= 0.5 + 1e-6
+        assert spec.crop[2] - spec.crop[0] == spec.crop[3] - spec.crop[1] == min(h, w)
+
+
+def test_vjepa_protocol_names_and_single_view():
+    from vidcache.extract.sampling import parse_protocol, plan_clips
+
+    assert str(parse_protocol("vjepa:8x3")) == "vjepa:8x3:0" and parse_protocol("vjepa:2x3:7").seed == 7
+    with pytest.raises(ConfigError, match="vjepa needs"):
+        parse_protocol("vjepa:8")
+    # one view: jepa's VideoTransform eval, centre 224 of the 256 short side
+    (spec,) = plan_clips("vjepa:1x1", 100, 256, 320, clip_len=16, stride=4, size=224)
+    assert spec.crop == (48, 16, 272, 240)
+    # the seed decides the windows; the video index too
+    a = plan_clips("vjepa:2x1:0", 300, 64, 64, 16, 4, video_index=0)
+    b = plan_clips("vjepa:2x1:0", 300, 64, 64, 16, 4, video_index=1)
+    assert a[0].frame_indices != b[0].frame_indices or a[1].frame_indices != b[1].frame_indices

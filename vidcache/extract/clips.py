@@ -47,8 +47,9 @@ class ClipExtractConfig:
 
     backbone: str = field("tiny", help="backbone name or prefix:arg (see `vidcache extract backbones`)")
     backbone_options: dict = field(default_factory=dict, help="keyword options of the backbone factory")
-    protocol: str = field("5x3", help="sampling protocol: 1x1, 5x3, 2x3, uniform:C, random:C:seed, or "
-                                      "frames:all / frames:N[:stride] (per-frame patch tokens for dense probes)")
+    protocol: str = field("5x3", help="sampling protocol: 1x1, 5x3, 2x3, uniform:C, random:C:seed, "
+                                      "vjepa:TxS[:seed], or frames:all / frames:N[:stride] (per-frame patch "
+                                      "tokens for dense probes)")
     tokens: str = field("none", help="store patch tokens: none, full, or pool:T,H,W (average-pooled grid)")
     clip_len: int | None = field(None, help="frames per clip (default: the backbone's)")
     stride: int | None = field(None, help="frame stride within a clip (default: the backbone's)")
@@ -127,7 +128,7 @@ class ClipWorker:
             meta = {"num_frames": video.num_frames, "fps": video.fps, "height": video.height,
                     "width": video.width}
             specs = plan_clips(self.protocol, video.num_frames, video.height, video.width, self.clip_len,
-                               self.stride, crop_size_hint=self.crop_fraction, video_index=row)
+                               self.stride, crop_size_hint=self.crop_fraction, video_index=row, size=self.size)
             unique, _ = frames_needed(specs)
             frames = video.get_frames(unique.tolist())
         out = {"meta": meta, "box": boxes(specs), "num_clips": len(specs)}

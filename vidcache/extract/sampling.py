@@ -9,6 +9,7 @@ store (`clips/emb [V, C, D]`, `clips/box [V, C, 6]`):
 | `NxS`           | N*S | N, spread uniformly (see below)   | S squares along the long side      | `5x3` K400, `2x3` SSv2 |
 | `uniform:C`     | C   | C, spread uniformly               | centre square                      | long videos            |
 | `random:C:seed` | C   | C, uniform random start frames    | random area and aspect (RRC)       | SCALE training         |
+| `vjepa:TxS[:seed]` | T*S | T segments, jepa's eval sampling | S crops of jepa's EvalVideoTransform | V-JEPA / V-JEPA 2 evals |
 
 Clip order is temporal-major: clip `t * S + s` is temporal window t, spatial crop s.
 
@@ -42,6 +43,23 @@ selected frame whole (resized so its short side is `short_side`), the patch toke
 (`extract/frames.py`). `frames:all` takes every frame, `frames:N:stride` frames 0, stride,
 2*stride, ... (N of them at most; a shorter video gives fewer).
 
+V-JEPA evaluation clips (`vjepa:TxS[:seed]`, e.g. `vjepa:8x3` for K400's 16x8x3, `vjepa:2x3` for
+SSv2). The frame indices are those of facebookresearch/jepa's `VideoDataset.loadvideo_decord`
+(src/datasets/video_dataset.py; vjepa2 keeps the same code), with the settings of its frozen
+evaluation (`allow_clip_overlap=True`, `random_clip_sampling=True`): the video is cut into T equal
+partitions of `num_frames // T` frames; when a partition is longer than `clip_len * stride` frames,
+a window of that length ends at a random frame `randint(clip_len * stride, partition)` inside it and
+its `clip_len` indices are `linspace(start, end, clip_len)` floored (so the step is
+`clip_len * stride / (clip_len - 1)`, not `stride`); otherwise the windows overlap, at steps of
+`(num_frames - clip_len * stride) // (T - 1)`, each `linspace(0, L, L // stride)` padded with its
+last frame (L = min(clip_len * stride, num_frames) - 1). The reference draws the window ends from
+numpy's global generator at every epoch, evaluation included; here one draw is cached, from the
+generator of (seed, video index), so every run stores the same clips. The S crops are those of
+jepa's `EvalVideoTransform` (evals/video_classification_frozen/utils.py): short side resized to
+the backbone's image size, then S squares of that size at `i * ((long - size) // (S - 1))` along
+the long side; here the same squares are cut from the original frame (to the nearest pixel) and
+resized. `vjepa:Tx1` is jepa's single-view centre crop (224 of 256).
+
 Boxes are `(x0, y0, t0, x1, y1, t1)` divided by width, height and number of frames, with x1, y1, t1
 exclusive: t1 = (last frame index + 1) / num_frames. That is the contract of `clips/box`.
 """
@@ -60,14 +78,14 @@ RANDOM_SCALE = (0.25, 1.0)
 RANDOM_RATIO = (3 / 4, 4 / 3)
 MAX_CLIPS = 4096  # more clips per video than this is a typo, not a protocol
 
-_FORMS = "'1x1', 'NxS' (e.g. '5x3', '2x3'), 'uniform:C' or 'random:C:seed'"
+_FORMS = "'1x1', 'NxS' (e.g. '5x3', '2x3'), 'uniform:C', 'random:C:seed' or 'vjepa:TxS[:seed]'"
 
 
 @dataclass(frozen=True)
 class Protocol:
     """A parsed sampling protocol; `str(protocol)` gives back its canonical name."""
 
-    kind: str  # "grid" (NxS, uniform:C) or "random"
+    kind: str  # "grid" (NxS, uniform:C), "random" or "vjepa"
     temporal: int  # temporal windows (random: clips)
     spatial: int = 1  # spatial crops per window
     seed: int = 0  # random only
@@ -106,7 +124,13 @@ def parse_protocol(text: str | Protocol) -> Protocol:
         c, seed = int(m[1]), int(m[2])
         _check_counts(raw, c, [("clip count C", c)], what)
         return Protocol("random", c, 1, seed=seed, name=f"random:{c}:{seed}")
-    if s.startswith("random"):
+    if m := re.fullmatch(r"vjepa:(\d+)x(\d+)(?::(\d+))?", s):
+        n, k, seed = int(m[1]), int(m[2]), int(m[3] or 0)
+        _check_counts(raw, n * k, [("temporal segments T", n), ("spatial views S", k)], what)
+        return Protocol("vjepa", n, k, seed=seed, name=f"vjepa:{n}x{k}:{seed}")
+    if s.startswith("vjepa"):
+        hint = "vjepa needs segments x views and an optional seed, e.g. 'vjepa:8x3' or 'vjepa:2x3:0'"
+    elif s.startswith("random"):
         hint = "random needs a clip count and a non-negative integer seed, e.g. 'random:16:0'"
     elif s.startswith("uniform"):
         hint = "uniform needs a clip count, e.g. 'uniform:8'"
@@ -194,12 +218,13 @@ class ClipSpec:
 
 def plan_clips(protocol: str | Protocol, num_frames: int, height: int, width: int, clip_len: int,
                stride: int = 1, crop_size_hint: float | None = None,
-               video_index: int = 0) -> list[ClipSpec]:
+               video_index: int = 0, size: int | None = None) -> list[ClipSpec]:
     """The `protocol.num_clips` clips of one video, in store order (temporal-major).
 
     `crop_size_hint`: side of the square evaluation crop as a fraction of the short side (None =
     1.0). Ignored by `random:` protocols, whose crops are drawn. `video_index` is the video's store
-    row: it seeds `random:` protocols so any run draws the same clips for that video.
+    row: it seeds `random:` and `vjepa:` protocols so any run draws the same clips for that video.
+    `size`: the backbone's image size, where `vjepa:` crops are placed (the short side by default).
     """
     p = parse_protocol(protocol)
     _check_plan_args(num_frames, height, width, clip_len, stride, crop_size_hint)
@@ -213,10 +238,60 @@ def plan_clips(protocol: str | Protocol, num_frames: int, height: int, width: in
             specs.append(_spec(_window(start, num_frames, clip_len, stride), crop, num_frames,
                                height, width, c, 0))
         return specs
+    if p.kind == "vjepa":
+        rng = np.random.default_rng([p.seed, int(video_index)])
+        windows = vjepa_frame_indices(num_frames, p.temporal, clip_len, stride, rng)
+        crops = vjepa_crops(p.spatial, height, width, size or min(height, width))
+        return [_spec(win, crop, num_frames, height, width, t, s)
+                for t, win in enumerate(windows) for s, crop in enumerate(crops)]
     starts = _uniform_starts(p.temporal, num_frames, span)
     crops = _grid_crops(p.spatial, height, width, 1.0 if crop_size_hint is None else crop_size_hint)
     return [_spec(_window(start, num_frames, clip_len, stride), crop, num_frames, height, width, t, s)
             for t, start in enumerate(starts) for s, crop in enumerate(crops)]
+
+
+def vjepa_frame_indices(num_frames: int, segments: int, clip_len: int, stride: int,
+                        rng: np.random.Generator | None) -> list[list[int]]:
+    """Frame indices of jepa's evaluation segments (see the module docstring); `rng` None puts each
+    window at the start of its partition (the reference's `random_clip_sampling=False`)."""
+    span = clip_len * stride  # the reference's clip_len: frames_per_clip * frame_step
+    part = num_frames // segments
+    out = []
+    for i in range(segments):
+        if part > span:
+            end = int(rng.integers(span, part)) if rng is not None else span
+            idx = np.linspace(end - span, end, num=clip_len)
+            idx = np.clip(idx, end - span, end - 1).astype(np.int64) + i * part
+        else:
+            last = min(span, num_frames) - 1
+            n = last // stride
+            idx = np.concatenate((np.linspace(0, last, num=n), np.ones(clip_len - n) * last))
+            idx = np.clip(idx, 0, last - 1).astype(np.int64)
+            step = (num_frames - span) // (segments - 1) if num_frames > span and segments > 1 else 0
+            idx = idx + i * step
+        # a one-frame video clips to index -1, which the reference's decoder reads as the last frame
+        out.append([int(v) % num_frames for v in idx])
+    return out
+
+
+def vjepa_crops(spatial: int, height: int, width: int, size: int) -> list[tuple[int, int, int, int]]:
+    """jepa's EvalVideoTransform squares, placed on the frame resized to short side `size`
+    (`get_resize_sizes`: the long side becomes int(size * long / short)) and mapped back to
+    original pixels. One view is jepa's single-view eval (`VideoTransform`): short side resized to
+    int(size * 256 / 224), centre square of `size`, i.e. the centre 224/256 of the short side."""
+    short, long = min(height, width), max(height, width)
+    if spatial == 1:
+        side = max(1, min(short, int(round(short * size / int(size * 256 / 224)))))
+        y0, x0 = (height - side) // 2, (width - side) // 2
+        return [(x0, y0, x0 + side, y0 + side)]
+    resized_long = int(size * long / short)
+    step = (resized_long - size) // (spatial - 1)
+    crops = []
+    for i in range(spatial):
+        a = min(int(round(i * step * long / resized_long)), long - short)
+        # the reference crops along H only when H > W (a square frame is cropped along W)
+        crops.append((0, a, short, a + short) if height > width else (a, 0, a + short, short))
+    return crops
 
 
 def _check_plan_args(num_frames, height, width, clip_len, stride, crop_size_hint) -> None:
