@@ -119,10 +119,14 @@ def config_command(sub: typer.Typer, name: str, config_cls: type, run: Callable,
             ann, opt = Optional[str], typer.Option(None, flag, help=f"{text} (JSON)")
         options.append(inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=opt, annotation=ann))
 
-    def command(**kwargs):
+    def command(ctx: typer.Context, **kwargs):
         own = {p.name: kwargs.pop(p.name) for p in params}
         cfg = {}
         for key, value in kwargs.items():
+            # Options left at their defaults stay out, so a preset's values can fill them; the
+            # config class gives every field it lacks the same default.
+            if _is_default(ctx, key):
+                continue
             default = fields[key].default if fields[key].default is not dataclasses.MISSING \
                 else fields[key].default_factory()
             if isinstance(default, (list, tuple)) and isinstance(value, str):
@@ -134,10 +138,17 @@ def config_command(sub: typer.Typer, name: str, config_cls: type, run: Callable,
             cfg[key] = value
         run(cfg, **own)
 
-    command.__signature__ = inspect.Signature(params + options)
+    ctx_param = inspect.Parameter("ctx", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=typer.Context)
+    command.__signature__ = inspect.Signature([ctx_param] + params + options)
     command.__doc__ = help
     command.__name__ = name.replace("-", "_")
     sub.command(name)(command)
+
+
+def _is_default(ctx, name: str) -> bool:
+    """Whether option `name` was left at its default (not given on the command line or by env)."""
+    src = ctx.get_parameter_source(name) if ctx is not None else None
+    return src is not None and getattr(src, "name", "") == "DEFAULT"
 
 
 def _parse_value(text: str):
@@ -230,6 +241,7 @@ def data_manifest(root: Path = typer.Argument(..., help="dataset root (videos)")
 # ----------------------------------------------------------------------------------------------- extract
 @extract_app.command("clips")
 def extract_clips_cmd(
+        ctx: typer.Context,
         manifest: Path = typer.Argument(..., help="manifest CSV (path,label,split)"),
         output: List[str] = typer.Option(..., "-o", "--output", help="clip store to write (path or fsspec URL); "
                                                                        "one per --backbone"),
@@ -255,6 +267,11 @@ def extract_clips_cmd(
         videos_per_block: Optional[int] = typer.Option(None, help="videos per block (unit of resume)"),
         backbone_option: List[str] = typer.Option([], help="backbone factory option KEY=VALUE (repeatable)"),
         trust_checkpoint: bool = typer.Option(False, help="allow arbitrary pickles in checkpoints (unsafe)"),
+        features: str = typer.Option("mean", help="named features to store (comma list): mean, cls, "
+                                                  "cls+avgpool, lastN, lastN+avgpool (docs/store.md)"),
+        preset: Optional[str] = typer.Option(None, help="protocol of record: vjepa-k400, vjepa-ssv2, vjepa2-k400, "
+                                                        "vjepa2-ssv2, dino-knn, dinov2-linear (docs/protocols.md); "
+                                                        "options given here override its values"),
         overwrite: bool = typer.Option(False, help="replace a store made with another config")) -> None:
     """Decode videos once, run a frozen backbone, write clip embeddings + boxes to a clip store.
     Resumes by default; under torchrun every rank takes its own blocks.
@@ -265,15 +282,21 @@ def extract_clips_cmd(
     if len(output) != len(backbone):
         raise typer.BadParameter(f"give one -o/--output per --backbone ({len(backbone)} backbones, "
                                  f"{len(output)} outputs)")
-    cfg = ClipExtractConfig(backbone=backbone[0], backbone_options=_parse_options(backbone_option),
-                            protocol=protocol, tokens=tokens, clip_len=clip_len, stride=stride,
-                            crop_fraction=crop_fraction, short_side=short_side, size_multiple=size_multiple,
-                            dtype=dtype, batch_size=batch_size, workers=workers,
-                            device=device, decode_timeout=decode_timeout, decoder=decoder,
-                            videos_per_block=videos_per_block, trust_checkpoint=trust_checkpoint)
-    from vidcache.config import check
+    values = dict(backbone=backbone[0], backbone_options=_parse_options(backbone_option),
+                  protocol=protocol, tokens=tokens, clip_len=clip_len, stride=stride,
+                  crop_fraction=crop_fraction, short_side=short_side, size_multiple=size_multiple,
+                  dtype=dtype, batch_size=batch_size, workers=workers,
+                  device=device, decode_timeout=decode_timeout, decoder=decoder,
+                  videos_per_block=videos_per_block, trust_checkpoint=trust_checkpoint,
+                  features=[f.strip() for f in features.split(",") if f.strip()])
+    if preset:
+        from vidcache.extract.clips import apply_preset
 
-    check(cfg, "extract config")
+        given = {k: v for k, v in values.items() if k != "backbone_options" and not _is_default(ctx, k)}
+        values = {**values, **apply_preset(given, preset)}
+    from vidcache.config import from_dict
+
+    cfg = from_dict(ClipExtractConfig, values, "extract config")
     m = read_manifest(manifest)
     import time
 
@@ -478,22 +501,35 @@ def cache_export(store: str = typer.Argument(..., help="store path or URL"),
 
 # ----------------------------------------------------------------------------------------------- probe
 def _probe_runner(name: str) -> Callable:
-    def run(cfg: dict, store: str, output: Path) -> None:
+    def run(cfg: dict, store: str, output: Path, preset: Optional[str]) -> None:
         import logging
 
         from rich.logging import RichHandler
         from rich.progress import Progress
 
-        from vidcache.probe.report import grid_table, results_table
+        from vidcache.probe.report import grid_table, report_label, results_table
         from vidcache.probe.run import make_config, run_probe
 
         logging.getLogger("vidcache").addHandler(RichHandler(console=console, show_time=False, show_path=False))
-        config = make_config(name, **cfg)
-        with Progress(*progress_columns(), console=console, disable=not (console.is_terminal or _force_progress())) as bar:
-            res = run_probe(name, store, output, config, progress=bar)
+        if preset:
+            from vidcache.probe.run import run_preset
+
+            with Progress(*progress_columns(), console=console,
+                          disable=not (console.is_terminal or _force_progress())) as bar:
+                res = run_preset(preset, name, store, output, cfg, progress=bar)
+        else:
+            config = make_config(name, **cfg)
+            with Progress(*progress_columns(), console=console,
+                          disable=not (console.is_terminal or _force_progress())) as bar:
+                res = run_probe(name, store, output, config, progress=bar)
         out.print(results_table(res, title=f"{name} probe on {store}"))
         if res.get("grid"):
             out.print(grid_table(res))
+        rep = res.get("reported") or {}
+        out.print(f"reported: top-1 {rep.get('top1', float('nan')):.2f} on {rep.get('split', '?')}, "
+                  f"{report_label(res)}" + (f", preset {res['preset']}" if res.get("preset") else "")
+                  + (f", feature {res['feature']}" if res.get("feature", "mean") != "mean" else ""),
+                  markup=False, highlight=False)
         out.print(f"results: {Path(output) / 'results.json'}")
     return run
 
@@ -513,6 +549,7 @@ def _register_probes() -> None:
         config_command(probe_app, name, cls.Config, _probe_runner(name), params=[
             _param("store", str, typer.Argument(..., help="clip store (path or URL)")),
             _param("output", Path, typer.Option(..., "-o", "--output", help="results folder")),
+            _param("preset", Optional[str], typer.Option(None, help=_preset_help(name))),
         ], help=f"{PROBE_HELP.get(name, name)} Library: `vidcache.probe.run_probe('{name}', ...)`.")
 
 
@@ -535,6 +572,16 @@ def _register_dense() -> None:
         _param("overwrite", bool, typer.Option(False, help="replace a run made with another config")),
     ], help="Semi-supervised video object segmentation by DINO's label propagation on cached frame tokens; "
             "DAVIS-2017 J&F with the copy-the-first-mask baseline. Library: `vidcache.dense.propagate.run_propagate`.")
+
+
+def _preset_help(probe: str) -> str:
+    from vidcache.presets import PRESETS
+
+    mine = [p for p in PRESETS.values() if p.probe == probe]
+    if not mine:
+        return "protocol of record (none for this probe; see docs/protocols.md)"
+    return ("protocol of record, the reference's values under any option given here: " +
+            "; ".join(f"{p.name} = {p.reproduces}" for p in mine) + " (docs/protocols.md)")
 
 
 # ----------------------------------------------------------------------------------------------- scale

@@ -37,7 +37,10 @@ from vidcache.config import config_hash as _hash
 from vidcache.config import diff_fields, hashed_dict, to_dict
 from vidcache.errors import DataError, StoreError
 
-SCHEMA = 1
+# Schema 2 adds named features (`clips/features/<name>`, attribute `features`); a schema-1 store is
+# a schema-2 store whose only feature is `mean` (`clips/emb`), so both open and resume.
+SCHEMA = 2
+READS = (1, 2)
 KINDS = ("clips", "codes")
 PENDING, DONE, FAILED = 0, 1, 2
 STATUS_NAMES = {PENDING: "pending", DONE: "done", FAILED: "failed"}
@@ -272,8 +275,9 @@ class Store:
                 raise StoreError(f"{url} is an unfinished store: its creation was interrupted; rerun the "
                                  f"extraction that made it to complete it, or pass --overwrite to replace it")
             raise StoreError(f"not a vidcache store: {url} (zarr group without 'vidcache' attributes)")
-        if meta["schema"] != SCHEMA:
-            raise StoreError(f"{url} has store schema {meta['schema']}, this vidcache reads schema {SCHEMA}; "
+        if meta["schema"] not in READS:
+            raise StoreError(f"{url} has store schema {meta['schema']}, this vidcache reads schemas "
+                             f"{', '.join(map(str, READS))}; "
                              f"re-extract it or use vidcache {meta.get('version', '?')}")
         if kind is not None and meta.get("kind") != kind:
             raise StoreError(f"{url} is a {meta.get('kind')!r} store, expected a {kind!r} store")
@@ -373,6 +377,17 @@ class Store:
     @property
     def data_arrays(self) -> list[str]:
         return list(self.attrs.get("data_arrays", []))
+
+    @property
+    def schema(self) -> int:
+        return int((self.attrs.get("vidcache") or {}).get("schema", SCHEMA))
+
+    @property
+    def features(self) -> list[str]:
+        """Named clip features this store holds (docs/store.md); a schema-1 store holds only `mean`."""
+        if self.kind != "clips":
+            return []
+        return list(self.attrs.get("features") or ["mean"])
 
     def videos(self, rows: Sequence[int] | slice | None = None) -> dict[str, np.ndarray]:
         """Per-video metadata (path, label, split, sizes, status, error) for `rows` (all by default)."""

@@ -36,6 +36,7 @@ from vidcache.extract.sampling import (
 )
 from vidcache.extract.transforms import video_clips_tensor
 from vidcache.video.decode import decode_problems, open_video
+from vidcache.models.features import cls_blocks_needed, compute_features, feature_dim, feature_key, parse_feature
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 _POOL_RE = re.compile(r"^pool:(\d+),(\d+),(\d+)$")
@@ -51,6 +52,9 @@ class ClipExtractConfig:
                                       "vjepa:TxS[:seed], or frames:all / frames:N[:stride] (per-frame patch "
                                       "tokens for dense probes)")
     tokens: str = field("none", help="store patch tokens: none, full, or pool:T,H,W (average-pooled grid)")
+    features: list = field(default_factory=lambda: ["mean"],
+                           help="named features to store: mean (always, clips/emb), cls, cls+avgpool, lastN, "
+                                "lastN+avgpool (docs/store.md; all but mean need a backbone with a CLS token)")
     clip_len: int | None = field(None, help="frames per clip (default: the backbone's)")
     stride: int | None = field(None, help="frame stride within a clip (default: the backbone's)")
     crop_fraction: float = field(1.0, help="evaluation crop side as a fraction of the short side")
@@ -67,6 +71,8 @@ class ClipExtractConfig:
     decoder: str = field("auto", help="video decoder: auto (decord, PyAV fallback), decord or pyav", hashed=False)
     videos_per_block: int | None = field(None, help="videos per block (default: ~8 MB chunks)", hashed=False)
     trust_checkpoint: bool = field(False, help="allow arbitrary pickles in checkpoints", hashed=False)
+    preset: str = field("", help="protocol of record these values came from (vidcache/presets.py); the "
+                                 "backbone is checked against what it needs", hashed=False)
 
     def validate(self) -> list[str]:
         p = []
@@ -86,6 +92,11 @@ class ClipExtractConfig:
             v = getattr(self, name)
             if v is not None and v < 1:
                 p.append(f"{name} must be >= 1, got {v}")
+        for name in self.features:
+            try:
+                parse_feature(name)
+            except VidcacheError as e:
+                p.append(str(e))
         if self.tokens not in ("none", "full") and not _POOL_RE.match(self.tokens):
             p.append(f"tokens must be none, full or pool:T,H,W (e.g. pool:2,4,4), got {self.tokens!r}")
         if self.dtype not in DTYPES:
@@ -98,6 +109,11 @@ class ClipExtractConfig:
             p.append(f"crop_fraction must be in (0, 1], got {self.crop_fraction}")
         if self.batch_size < 1:
             p.append(f"batch_size must be >= 1, got {self.batch_size}")
+        if self.preset:
+            from vidcache.presets import PRESETS
+
+            if self.preset not in PRESETS:
+                p.append(f"unknown preset {self.preset!r}; presets: {', '.join(PRESETS)}")
         return p + decode_problems(self.workers, self.decode_timeout, self.decoder)
 
 
@@ -161,12 +177,27 @@ class ClipJob:
                                f"{'x'.join(map(str, self.token_grid))}"], "extract config")
         self.L = (int(np.prod(self.token_pool)) if self.token_pool else
                   int(np.prod(self.token_grid)) if cfg.tokens == "full" else 0)
+        if cfg.preset:
+            from vidcache.presets import backbone_problems, get_preset
+
+            problems = backbone_problems(get_preset(cfg.preset), backbone, self.clip_len)
+            if problems:
+                raise ConfigError(problems, "extract config")
+        self.features = [n for n in dict.fromkeys(cfg.features) if n != "mean"]
+        self.cls_blocks = cls_blocks_needed(self.features)
+        if self.cls_blocks and not getattr(backbone, "has_cls", False):
+            raise ConfigError([f"features {', '.join(self.features)} need a CLS token but "
+                               f"{backbone.name or cfg.backbone} has none (VideoMAE, V-JEPA and the built-in "
+                               f"video ViTs have no CLS); store only 'mean' or use an image ViT"], "extract config")
 
     # -- store description
     def store_config(self) -> ClipStoreConfig:
         from vidcache.config import hashed_dict
 
-        return ClipStoreConfig(extract=hashed_dict(self.cfg), backbone=self.backbone.describe(),
+        extract = hashed_dict(self.cfg)
+        if extract.get("features") == ["mean"]:  # a store of the default features hashes as before they existed
+            del extract["features"]
+        return ClipStoreConfig(extract=extract, backbone=self.backbone.describe(),
                                clip_len=self.clip_len, stride=self.stride, image_size=self.size)
 
     def arrays(self) -> dict[str, ArraySpec]:
@@ -174,6 +205,8 @@ class ClipJob:
                   "clips/box": ArraySpec((self.C, 6), "float32")}
         if self.L:
             arrays["clips/tokens"] = ArraySpec((self.C, self.L, self.D), "float16", videos_per_chunk=1)
+        for name in self.features:
+            arrays[feature_key(name)] = ArraySpec((self.C, feature_dim(name, self.D)), "float16")
         return arrays
 
     def store_attrs(self) -> dict:
@@ -181,7 +214,8 @@ class ClipJob:
 
         attrs = {"run_config": to_dict(self.cfg), "protocol": str(self.protocol), "num_clips": self.C,
                  "embed_dim": self.D, "token_grid": list(self.token_pool or self.token_grid),
-                 "tokens": self.cfg.tokens}
+                 "tokens": self.cfg.tokens, "features": ["mean", *self.features],
+                 "has_cls": bool(getattr(self.backbone, "has_cls", False))}
         try:
             attrs["flops_per_clip"] = count_flops(self.backbone, (1, 3, self.clip_len, self.size, self.size))
         except Exception as e:  # some scripted models cannot be traced by the counter; not fatal
@@ -201,6 +235,7 @@ class ClipJob:
         self.emb = np.zeros((n, self.C, self.D), np.float16)
         self.box = np.zeros((n, self.C, 6), np.float32)
         self.tok = np.zeros((n, self.C, self.L, self.D), np.float16) if self.L else None
+        self.feat = {name: np.zeros((n, self.C, feature_dim(name, self.D)), np.float16) for name in self.features}
         self.pending: list[tuple[int, torch.Tensor]] = []  # (local row, clips [C, 3, T, S, S])
         self.pending_clips = 0
 
@@ -226,6 +261,8 @@ class ClipJob:
         data = {"clips/emb": self.emb, "clips/box": self.box}
         if self.L:
             data["clips/tokens"] = self.tok
+        for name, values in self.feat.items():
+            data[feature_key(name)] = values
         return data
 
     def _run(self, n: int) -> None:
@@ -244,21 +281,29 @@ class ClipJob:
             taken += k
         self.pending_clips -= n
         x = torch.cat(parts).to(self.device, non_blocking=True)
-        emb, tok = self.forward(x)
+        emb, tok, feats = self.forward(x)
         rows = np.array([o[0] for o in owners])
         cols = np.array([o[1] for o in owners])
         self.emb[rows, cols] = emb
         if self.tok is not None:
             self.tok[rows, cols] = tok
+        for name, values in feats.items():
+            self.feat[name][rows, cols] = values
 
     @torch.inference_mode()
-    def forward(self, x: torch.Tensor) -> tuple[np.ndarray, np.ndarray | None]:
+    def forward(self, x: torch.Tensor) -> tuple[np.ndarray, np.ndarray | None, dict[str, np.ndarray]]:
         use_autocast = self.compute_dtype != torch.float32
         ctx = (torch.autocast(self.device.type, dtype=self.compute_dtype) if use_autocast
                else contextlib.nullcontext())
         with ctx:
-            tokens = self.backbone.forward_features(x)
+            cls = None
+            if self.cls_blocks:  # one forward gives the tokens and the CLS of the last blocks
+                tokens, cls = self.backbone.forward_with_cls(x, self.cls_blocks)
+            else:
+                tokens = self.backbone.forward_features(x)
             emb = self.backbone.pool(tokens)
+            feats = compute_features(self.features, tokens, emb, cls) if self.features else {}
+        feats = {k: v.float().cpu().numpy().astype(np.float16) for k, v in feats.items()}
         tok = None
         if self.L:
             if self.token_pool:
@@ -267,7 +312,14 @@ class ClipJob:
                 grid = tokens.float().reshape(B, t, h, w, D).permute(0, 4, 1, 2, 3)
                 tokens = F.adaptive_avg_pool3d(grid, self.token_pool).flatten(2).transpose(1, 2)
             tok = tokens.float().cpu().numpy().astype(np.float16)
-        return emb.float().cpu().numpy().astype(np.float16), tok
+        return emb.float().cpu().numpy().astype(np.float16), tok, feats
+
+
+def apply_preset(values: dict, preset: str) -> dict:
+    """ClipExtractConfig fields: the preset's extraction values under the given ones."""
+    from vidcache.presets import get_preset
+
+    return {**get_preset(preset).extract, **values, "preset": preset}
 
 
 def _frame_job(cfg: ClipExtractConfig, backbone, device: torch.device, manifest):

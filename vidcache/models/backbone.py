@@ -78,6 +78,8 @@ class Backbone(nn.Module, abc.ABC):
     tubelet_size: int = 1
     mean: tuple[float, ...] = IMAGENET_MEAN
     std: tuple[float, ...] = IMAGENET_STD
+    has_cls: bool = False  # a CLS token (features cls, cls+avgpool, lastN); VideoMAE and V-JEPA have none
+    per_frame: bool = False  # an image model run on each frame
 
     def set_input_spec(self, *, embed_dim: int, num_frames: int, image_size: int, patch_size: int,
                        tubelet_size: int, frame_stride: int = 1, mean=IMAGENET_MEAN, std=IMAGENET_STD,
@@ -104,6 +106,14 @@ class Backbone(nn.Module, abc.ABC):
     def forward(self, video: Tensor) -> Tensor:
         return self.pool(self.forward_features(video))
 
+    def forward_with_cls(self, video: Tensor, blocks: int) -> tuple[Tensor, Tensor]:
+        """(the tokens of `forward_features` [B, L, D], the normed CLS tokens of the last `blocks`
+        blocks [B, blocks, D]) from one forward; only backbones with `has_cls`."""
+        from vidcache.errors import ConfigError
+
+        raise ConfigError([f"{self.name or type(self).__name__} has no CLS token; its stored feature is "
+                           f"'mean' (use --features mean)"], "features")
+
     def token_grid(self, T: int, H: int, W: int) -> tuple[int, int, int]:
         """Size (t, h, w) of the token grid for a `T x H x W` clip; t*h*w equals L."""
         return max(T // self.tubelet_size, 1), H // self.patch_size, W // self.patch_size
@@ -123,6 +133,7 @@ class FrameBackbone(Backbone):
     """An image model applied to each frame; per-frame tokens are concatenated in time order."""
 
     tubelet_size = 1
+    per_frame = True
 
     @abc.abstractmethod
     def encode_frames(self, frames: Tensor) -> Tensor:
@@ -137,3 +148,15 @@ class FrameBackbone(Backbone):
 
     def token_grid(self, T: int, H: int, W: int) -> tuple[int, int, int]:
         return T, H // self.patch_size, W // self.patch_size
+
+    def encode_frames_with_cls(self, frames: Tensor, blocks: int) -> tuple[Tensor, Tensor]:
+        """Images [N, 3, H, W] -> (patch tokens [N, l, D] as `encode_frames`, CLS [N, blocks, D])."""
+        return Backbone.forward_with_cls(self, frames[:, :, None], blocks)
+
+    def forward_with_cls(self, video: Tensor, blocks: int) -> tuple[Tensor, Tensor]:
+        """Per-frame patch tokens concatenated in time order; each clip's CLS is the mean of its frames'."""
+        check_video(video)
+        B, C, T, H, W = video.shape
+        tokens, cls = self.encode_frames_with_cls(video.transpose(1, 2).reshape(B * T, C, H, W), blocks)
+        return (tokens.reshape(B, T * tokens.shape[1], tokens.shape[2]),
+                cls.reshape(B, T, *cls.shape[1:]).mean(1))

@@ -17,6 +17,7 @@ import os
 from pathlib import Path
 from typing import Any, Sequence
 
+import torch
 from torch import Tensor, nn
 
 from vidcache.errors import VidcacheError
@@ -121,6 +122,9 @@ class HFImageBackbone(FrameBackbone):
         self.model_type = model_type
         self.num_prefix_tokens = num_prefix_tokens
         self.native_size = native_size
+        # DINOv2's CLS of any block is its hidden state through the final layernorm (as its
+        # get_intermediate_layers(norm=True) gives); CLIP's and SigLIP's are not used here.
+        self.has_cls = model_type.startswith("dinov2") and hasattr(model, "layernorm")
         self.set_input_spec(**spec)
 
     def encode_frames(self, frames: Tensor) -> Tensor:
@@ -131,6 +135,14 @@ class HFImageBackbone(FrameBackbone):
                 kwargs["interpolate_pos_encoding"] = True
         out = self.model(pixel_values=frames, **kwargs).last_hidden_state
         return out[:, self.num_prefix_tokens:]
+
+    def encode_frames_with_cls(self, frames: Tensor, blocks: int) -> tuple[Tensor, Tensor]:
+        if not self.has_cls:
+            return super().encode_frames_with_cls(frames, blocks)
+        res = self.model(pixel_values=frames, output_hidden_states=True)
+        hidden = res.hidden_states[-blocks:]  # the outputs of the last `blocks` layers, before the norm
+        cls = torch.stack([self.model.layernorm(h[:, 0]) for h in hidden], dim=1)
+        return res.last_hidden_state[:, self.num_prefix_tokens:], cls
 
 
 @register_prefix("hf", "hf:<hub id or local dir>")

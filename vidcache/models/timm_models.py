@@ -28,6 +28,9 @@ class TimmFrameBackbone(FrameBackbone):
         self.num_prefix_tokens = int(getattr(model, "num_prefix_tokens", 0) or 0)
         self.channels_last_out = str(getattr(model, "output_fmt", "NCHW")) == "NHWC"
         self._grids: dict[tuple[int, int], tuple[int, int]] = {}
+        # ViTs with a class token: timm's get_intermediate_layers gives the normed CLS of any block
+        self.has_cls = (getattr(model, "cls_token", None) is not None and self.num_prefix_tokens > 0
+                        and hasattr(model, "get_intermediate_layers"))
         self.set_input_spec(**spec)
 
     def encode_frames(self, frames: Tensor) -> Tensor:
@@ -40,6 +43,13 @@ class TimmFrameBackbone(FrameBackbone):
             raise VidcacheError(f"timm model returned features of shape {tuple(out.shape)}; "
                                 "expected tokens [N, L, D] or a feature map")
         return out
+
+    def encode_frames_with_cls(self, frames: Tensor, blocks: int) -> tuple[Tensor, Tensor]:
+        if not self.has_cls:
+            return super().encode_frames_with_cls(frames, blocks)
+        outs = self.model.get_intermediate_layers(frames, n=blocks, return_prefix_tokens=True, norm=True)
+        # the last block's normed patch tokens are forward_features' (without its prefix tokens)
+        return outs[-1][0], torch.stack([prefix[:, 0] for _, prefix in outs], dim=1)
 
     def token_grid(self, T: int, H: int, W: int) -> tuple[int, int, int]:
         # Convolutional stems pad, so the map size is not always H // stride: measure it once.

@@ -27,7 +27,8 @@ def results_table(results: dict | Sequence[dict], title: str = "probe results") 
     cols = ("probe", "protocol", "selected", "reported top1", "report", "val top1", "test top1", "test top5",
             "test mean-class", "train n")
     for col in cols:
-        t.add_column(col, justify="left" if col in ("probe", "protocol", "selected", "report") else "right")
+        t.add_column(col, justify="left" if col in ("probe", "protocol", "selected", "report") else "right",
+                     overflow="fold")
     for r in rows:
         val, test, std = r.get("val", {}), r.get("test", {}), r.get("test_std", {})
         rep = r.get("reported") or {}

@@ -54,11 +54,12 @@ def _splits(store_or_data: Any, probe: type, cfg) -> tuple[dict[str, ProbeData],
         meta = {"store": getattr(store, "url", ""), "config_hash": getattr(store, "config_hash", "")}
         names = [cfg.train_split, cfg.val_split] + ([cfg.test_split] if cfg.test_split else [])
         present = set(np.asarray(store.group["videos/split"][:]).tolist()) if hasattr(store, "group") else None
+        arrays = feature_arrays(store, probe, cfg)
         data = {}
         for s in names:
             if present is not None and s not in present and s == cfg.val_split and cfg.val_fraction > 0:
                 continue
-            data[s] = load_split(store, s, probe.arrays)
+            data[s] = load_split(store, s, arrays, key=arrays[0])
         meta["classes"] = list(getattr(store, "classes", []) or [])
     out = {"train": data.get(cfg.train_split), "val": data.get(cfg.val_split),
            "test": data.get(cfg.test_split) if cfg.test_split else None}
@@ -76,19 +77,38 @@ def _splits(store_or_data: Any, probe: type, cfg) -> tuple[dict[str, ProbeData],
     return out, meta
 
 
+def feature_arrays(store: Any, probe: type, cfg) -> tuple[str, ...]:
+    """The store arrays the probe reads, with `emb` replaced by the array of `cfg.feature`; a feature
+    the store lacks is refused naming the ones it has."""
+    from vidcache.models.features import feature_key
+
+    name = getattr(cfg, "feature", "mean")
+    if "emb" not in probe.arrays:
+        if name != "mean":
+            raise ConfigError([f"the {probe.name} probe reads {', '.join(probe.arrays)}, not a pooled feature; "
+                               f"drop --feature {name}"], f"{probe.name} probe")
+        return tuple(probe.arrays)
+    have = list(getattr(store, "features", None) or ["mean"])
+    if name not in have:
+        raise DataError(f"{getattr(store, 'url', 'the store')} has no feature {name!r}; it has: {', '.join(have)} "
+                        f"(extract with --features {name} on a backbone with a CLS token)")
+    return tuple(feature_key(name) if a == "emb" else a for a in probe.arrays)
+
+
 def _num_classes(data: dict[str, ProbeData], classes: list[str]) -> int:
     seen = max(int(d.y.max()) for d in data.values() if d is not None and len(d)) + 1
     return max(len(classes), seen)
 
 
 def run_probe(name: str, store_or_data: Any, out_dir: str | Path | None, cfg: Any = None,
-              progress: Any = None) -> dict:
+              progress: Any = None, info: dict | None = None) -> dict:
     """Fit probe `name` on train, select on val, report on test; write results and weights to out_dir.
 
     `store_or_data`: a clip store (path or opened `Store`) or a dict {"train", "val", "test"} of
     ProbeData. `progress`: a rich Progress to advance, True for a fresh one, or None. With
     `cfg.shots` / `cfg.fraction` the fit is repeated over `cfg.repeats` seeds on class-balanced
-    subsets of train and test metrics are reported as mean and std. Returns the results dict.
+    subsets of train and test metrics are reported as mean and std. `info` is recorded in
+    results.json as given (e.g. the preset). Returns the results dict.
     """
     t0 = time.perf_counter()
     cls = probe_class(name)
@@ -143,7 +163,8 @@ def run_probe(name: str, store_or_data: Any, out_dir: str | Path | None, cfg: An
         if own_progress:
             progress.stop()
 
-    extra = {**meta, "skipped": skipped, "warnings": warnings,
+    extra = {**meta, **(info or {}), "feature": getattr(cfg, "feature", "mean"), "skipped": skipped,
+             "warnings": warnings + list((info or {}).get("warnings", [])),
              "timings": {"load_s": load_s, "total_s": time.perf_counter() - t0,
                          "fit_s": [r.get("fit_s") for r in runs]}}
     if classes:
@@ -161,6 +182,63 @@ def run_probe(name: str, store_or_data: Any, out_dir: str | Path | None, cfg: An
     res = {**probe.results(), **extra}
     if out_dir is not None:
         probe.save(out_dir, extra)
+    return res
+
+
+def run_preset(preset_name: str, name: str, store: Any, out_dir: str | Path | None, overrides: dict | None = None,
+               progress: Any = None) -> dict:
+    """Probe `name` with a preset's values (vidcache/presets.py) under `overrides`.
+
+    A preset that reads several features (dinov2-linear: cls, cls+avgpool, last4, last4+avgpool)
+    runs once per feature the store holds, into OUT/<feature>/, and OUT/results.json is the run
+    with the best val top-1: DINOv2 picks its best classifier over all of them the same way.
+    """
+    from vidcache.presets import get_preset
+
+    preset = get_preset(preset_name)
+    overrides = dict(overrides or {})
+    if preset.probe != name:
+        raise ConfigError([f"preset {preset.name} configures the {preset.probe} probe; run "
+                           f"`vidcache probe {preset.probe} STORE --preset {preset.name}`"], "preset")
+    if isinstance(store, (str, Path)):
+        from vidcache.cache.store import Store
+
+        store = Store.open(store, kind="clips")
+    have = list(getattr(store, "features", None) or ["mean"])
+    if "feature" in overrides:
+        features = [overrides.pop("feature")]
+    elif preset.features:
+        features = [f for f in preset.features if f in have]
+        if not features:
+            raise DataError(f"preset {preset.name} reads the feature{'s' if len(preset.features) > 1 else ''} "
+                            f"{', '.join(preset.features)} but {getattr(store, 'url', 'the store')} has only "
+                            f"{', '.join(have)}; extract it with `vidcache extract clips --preset {preset.name}` "
+                            f"on a backbone with a CLS token")
+    else:
+        features = ["mean"]
+    warnings = []
+    attrs = getattr(store, "attrs", {}) or {}
+    want = preset.extract.get("protocol")
+    if want and attrs.get("protocol") and attrs["protocol"] != want:
+        warnings.append(f"store protocol {attrs['protocol']} is not the preset's {want}: the number is not "
+                        f"the protocol of record")
+    info = {"preset": preset.name, "preset_sources": list(preset.sources), "warnings": warnings}
+    for w in warnings:
+        log.warning(w)
+    runs = {}
+    for f in features:
+        cfg = make_config(name, **{**preset.probe_config, "feature": f, **overrides})
+        sub = None if out_dir is None else (Path(out_dir) / f if len(features) > 1 else Path(out_dir))
+        runs[f] = run_probe(name, store, sub, cfg, progress, info)
+    best = max(features, key=lambda f: ((runs[f].get("val") or {}).get("top1", float("-inf")), -features.index(f)))
+    res = dict(runs[best])
+    if len(features) > 1:
+        res["by_feature"] = {f: {"val": _short(r.get("val") or {}), "reported": r.get("reported")}
+                             for f, r in runs.items()}
+        if out_dir is not None:
+            from vidcache.config import save_json
+
+            save_json(res, Path(out_dir) / "results.json")
     return res
 
 

@@ -50,6 +50,8 @@ class ProbeConfig:
     fraction: float = field(0.0, help="train on this class-balanced fraction of train (0 = all; SCALE uses 0.1)")
     repeats: int = field(3, help="low-shot repetitions (seeds seed, seed+1, ...) for --shots / --fraction")
     seed: int = field(0, help="seed of initialisation, data order and low-shot subsets")
+    feature: str = field("mean", help="stored clip feature the probe reads: mean (clips/emb), cls, cls+avgpool, "
+                                      "lastN, lastN+avgpool (`vidcache cache info` lists a store's)")
     report: str = field("test", help="test: select on val, report the selected probe on test once; "
                                      "best-val: report the best val score over the grid (what V-JEPA 2 "
                                      "and DINOv2 report on their evaluation split)")
