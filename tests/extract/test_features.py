@@ -41,7 +41,7 @@ def feature_store(synth_corpus, tmp_path_factory):
 def test_features_are_the_references_inputs(feature_store):
     """cls = the normed CLS of the last block, lastN its last N blocks' (oldest first), avgpool the mean
     of the last block's patch tokens; per frame, then averaged over the clip's frames."""
-    from vidcache.extract.decode import open_video
+    from vidcache.video.decode import open_video
     from vidcache.extract.sampling import frames_needed, plan_clips
     from vidcache.extract.transforms import video_clips_tensor
     from vidcache.models import create_backbone
