@@ -21,8 +21,8 @@ import numpy as np
 
 from vidcache.data.manifest import Manifest
 from vidcache.errors import DataError
+from vidcache.video.decode import frame_files, is_frames_folder
 
-FRAME_EXTENSIONS = (".jpg", ".jpeg", ".png")
 VOID = 255  # DAVIS's "void" label: ignored by the ground truth (counted as background)
 
 
@@ -38,19 +38,6 @@ def davis_palette(n: int = 256) -> np.ndarray:
             c >>= 3
         out[i] = (r, g, b)
     return out
-
-
-def frame_files(folder: str | Path) -> list[Path]:
-    """The frame images of a frames folder, in name order (hidden files skipped)."""
-    folder = Path(folder)
-    return sorted(p for p in folder.iterdir()
-                  if p.suffix.lower() in FRAME_EXTENSIONS and not p.name.startswith("."))
-
-
-def is_frames_folder(path: str | os.PathLike) -> bool:
-    """True for a directory holding at least one frame image."""
-    p = Path(path)
-    return p.is_dir() and any(f.suffix.lower() in FRAME_EXTENSIONS for f in p.iterdir())
 
 
 def frame_names(video_path: str, num_frames: int) -> list[str]:

@@ -49,10 +49,22 @@ from pathlib import Path
 
 import numpy as np
 
-from vidcache.data.davis import frame_files, is_frames_folder
 from vidcache.errors import DataError
 
 BACKENDS = ("auto", "decord", "pyav")
+FRAME_EXTENSIONS = (".jpg", ".jpeg", ".png")  # images that make a frames folder a video
+
+
+def frame_files(folder: str | os.PathLike) -> list[Path]:
+    """The frame images of a frames folder, in name order (hidden files skipped)."""
+    return sorted(p for p in Path(folder).iterdir()
+                  if p.suffix.lower() in FRAME_EXTENSIONS and not p.name.startswith("."))
+
+
+def is_frames_folder(path: str | os.PathLike) -> bool:
+    """True for a directory holding at least one frame image."""
+    p = Path(path)
+    return p.is_dir() and any(f.suffix.lower() in FRAME_EXTENSIONS for f in p.iterdir())
 
 # Leading bytes of the containers we meet in video datasets: a file that starts like one of these
 # but cannot be opened is truncated or damaged; anything else is reported as "not a video".
