@@ -103,6 +103,7 @@ def test_probe_attentive_with_a_preset_from_the_cli(synth_corpus, tmp_path):
     assert res["preset"] == "vjepa-ssv2" and res["report"] == "best-val" and res["reported"]["split"] == "val"
     assert (cfg["epochs"], cfg["num_heads"], cfg["sample"], cfg["layout"], cfg["lrs"]) == (2, 4, "segments",
                                                                                            "jepa", [0.001])
+    assert res["train_samples"] == 3 * res["num_train"]  # one sample per spatial view, 2 segments each
     assert res["warnings"] == [] and "preset vjepa-ssv2" in r.stdout and "best-val" in r.stdout
     # a preset for another probe, and a store without the preset's feature, are refused in one line
     r = _cli("probe", "attentive", store, "-o", tmp_path / "x", "--preset", "dino-knn")

@@ -62,7 +62,7 @@ def _vjepa(name: str, segments: int, yaml: str, table: str) -> Preset:
         needs={"image_size": 224, "num_frames": 16},
         cache_differs=("Training sees the 3 cached eval views of each segment (jepa trains on one view "
                        "per segment with RandomResizedCrop(0.08-1), RandAugment rand-m7-n4 and random "
-                       "erasing 0.25, redrawn every epoch). jepa decays the weight decay by cosine to 1e-6 (CosineWDSchedule) and clips "
+                       "erasing 0.25, redrawn every epoch; cached augmented views: a `vjepa-aug:8x4` store as --train-store). jepa decays the weight decay by cosine to 1e-6 (CosineWDSchedule) and clips "
                        "gradients at norm 1; vidcache keeps wd constant and does not clip. jepa redraws the "
                        "eval windows every epoch; the cache holds one seeded draw. num_heads is the "
                        "backbone's (16 for ViT-L/H): give --num-heads."),

@@ -235,3 +235,25 @@ def test_vjepa_protocol_names_and_single_view():
     a = plan_clips("vjepa:2x1:0", 300, 64, 64, 16, 4, video_index=0)
     b = plan_clips("vjepa:2x1:0", 300, 64, 64, 16, 4, video_index=1)
     assert a[0].frame_indices != b[0].frame_indices or a[1].frame_indices != b[1].frame_indices
+
+
+def test_vjepa_aug_views_redraw_windows_and_crops_per_view():
+    """K views of T segments, clip t * K + k; each view redraws jepa's random windows, each clip its own
+    RandomResizedCrop with scale (0.08, 1) and ratio (3/4, 4/3); seeded by (seed, video)."""
+    from vidcache.extract.sampling import parse_protocol, plan_clips, vjepa_frame_indices
+
+    p = parse_protocol("vjepa-aug:4x3:2")
+    assert (p.kind, p.num_clips, str(p), p.scale) == ("vjepa_aug", 12, "vjepa-aug:4x3:2", (0.08, 1.0))
+    specs = plan_clips(p, 400, 240, 320, clip_len=16, stride=4, video_index=5)
+    assert [(s.temporal_index, s.spatial_index) for s in specs[:4]] == [(0, 0), (0, 1), (0, 2), (1, 0)]
+    rng = np.random.default_rng([2, 5])
+    views = [vjepa_frame_indices(400, 4, 16, 4, rng) for _ in range(3)]
+    for c, s in enumerate(specs):
+        t, k = divmod(c, 3)
+        assert s.frame_indices == views[k][t]
+        x0, y0, x1, y1 = s.crop
+        area = (x1 - x0) * (y1 - y0) / (240 * 320)
+        assert 0.08 - 0.01 <= area <= 1.0 and 0.74 <= (x1 - x0) / (y1 - y0) <= 1.34
+    assert len({s.crop for s in specs}) == 12  # every clip its own crop
+    assert plan_clips(p, 400, 240, 320, 16, 4, video_index=5) == specs
+    assert plan_clips(p, 400, 240, 320, 16, 4, video_index=6) != specs

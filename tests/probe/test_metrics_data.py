@@ -77,3 +77,10 @@ def test_probe_data_shapes_and_store_dict(make_clusters):
     np.testing.assert_array_equal(p.index, [0, 2, 3])
     pooled = make_clusters(6, views=3).pooled()
     assert pooled.x.shape == (6, 1, 8)
+
+
+def test_spatial_views_of_every_grid_protocol():
+    from vidcache.probe.data import spatial_views
+
+    assert [spatial_views(p) for p in ("5x3", "vjepa:8x3:0", "vjepa:2x1", "vjepa-aug:8x4:7", "uniform:4",
+                                       "random:16:0", "frames:all", "")] == [3, 3, 1, 4, 1, 1, 1, 1]

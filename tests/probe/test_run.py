@@ -139,3 +139,25 @@ def test_report_mode_travels_with_the_number(tmp_path):
     assert "best-val" in text and "selected on val" in text
     with pytest.raises(Exception, match="report must be one of test, best-val"):
         make_config("linear", report="best")
+
+
+def test_train_store_trains_on_cached_augmented_views(synth_corpus, tmp_path):
+    """--train-store: the probe trains on another store's train split (cached augmented views) and is
+    selected and reported on STORE's val / test; stores of another backbone are refused."""
+    from vidcache.extract.clips import ClipExtractConfig, extract_clips
+
+    _, manifest = synth_corpus
+    kw = dict(tokens="pool:1,1,1", workers=0)
+    extract_clips(manifest, str(tmp_path / "eval.zarr"), ClipExtractConfig(protocol="vjepa:2x3", **kw))
+    extract_clips(manifest, str(tmp_path / "aug.zarr"), ClipExtractConfig(protocol="vjepa-aug:2x4:0", **kw))
+    cfg = make_config("attentive", num_heads=4, epochs=2, batch_size=8, sample="segments", device="cpu",
+                      train_store=str(tmp_path / "aug.zarr"))
+    res = run_probe("attentive", str(tmp_path / "eval.zarr"), tmp_path / "out", cfg)
+    assert res["train_store"]["protocol"] == "vjepa-aug:2x4:0"
+    assert res["train_samples"] == 4 * res["num_train"]  # K = 4 augmented views, each 2 segments
+    assert 0 <= res["test"]["top1"] <= 100
+    extract_clips(manifest, str(tmp_path / "other.zarr"),
+                  ClipExtractConfig(protocol="vjepa:2x3", backbone_options={"seed": 1}, **kw))
+    with pytest.raises(DataError, match="another backbone"):
+        run_probe("attentive", str(tmp_path / "eval.zarr"), None,
+                  make_config("attentive", num_heads=4, epochs=1, device="cpu", train_store=str(tmp_path / "other.zarr")))

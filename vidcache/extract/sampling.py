@@ -10,6 +10,7 @@ store (`clips/emb [V, C, D]`, `clips/box [V, C, 6]`):
 | `uniform:C`     | C   | C, spread uniformly               | centre square                      | long videos            |
 | `random:C:seed` | C   | C, uniform random start frames    | random area and aspect (RRC)       | SCALE training         |
 | `vjepa:TxS[:seed]` | T*S | T segments, jepa's eval sampling | S crops of jepa's EvalVideoTransform | V-JEPA / V-JEPA 2 evals |
+| `vjepa-aug:TxK[:seed]` | T*K | K draws of the T segments     | RandomResizedCrop(0.08-1) per clip | cached augmented training views |
 
 Clip order is temporal-major: clip `t * S + s` is temporal window t, spatial crop s.
 
@@ -60,6 +61,14 @@ the backbone's image size, then S squares of that size at `i * ((long - size) //
 the long side; here the same squares are cut from the original frame (to the nearest pixel) and
 resized. `vjepa:Tx1` is jepa's single-view centre crop (224 of 256).
 
+Cached augmented training views (`vjepa-aug:TxK[:seed]`): K augmented views of the T segments, for
+training a probe on augmentation without the backbone (`--train-store`). Each view redraws jepa's
+random segment windows (as its training loader does every epoch) and each clip gets its own
+RandomResizedCrop with jepa's eval-script training parameters (`make_dataloader` in
+evals/video_classification_frozen/eval.py: scale (0.08, 1), ratio (3/4, 4/3), no flip). RandAugment
+and random erasing change pixels, not the box, and are not reproduced. Clip `t * K + k` is segment t
+of view k, so `sample=segments` gives K samples of T segments per video.
+
 Boxes are `(x0, y0, t0, x1, y1, t1)` divided by width, height and number of frames, with x1, y1, t1
 exclusive: t1 = (last frame index + 1) / num_frames. That is the contract of `clips/box`.
 """
@@ -76,16 +85,17 @@ from vidcache.errors import ConfigError, DataError
 
 RANDOM_SCALE = (0.25, 1.0)
 RANDOM_RATIO = (3 / 4, 4 / 3)
+VJEPA_AUG_SCALE = (0.08, 1.0)  # jepa's frozen-eval training crops (random_resize_scale)
 MAX_CLIPS = 4096  # more clips per video than this is a typo, not a protocol
 
-_FORMS = "'1x1', 'NxS' (e.g. '5x3', '2x3'), 'uniform:C', 'random:C:seed' or 'vjepa:TxS[:seed]'"
+_FORMS = "'1x1', 'NxS' (e.g. '5x3', '2x3'), 'uniform:C', 'random:C:seed', 'vjepa:TxS[:seed]' or 'vjepa-aug:TxK[:seed]'"
 
 
 @dataclass(frozen=True)
 class Protocol:
     """A parsed sampling protocol; `str(protocol)` gives back its canonical name."""
 
-    kind: str  # "grid" (NxS, uniform:C), "random" or "vjepa"
+    kind: str  # "grid" (NxS, uniform:C), "random", "vjepa" or "vjepa_aug"
     temporal: int  # temporal windows (random: clips)
     spatial: int = 1  # spatial crops per window
     seed: int = 0  # random only
@@ -124,6 +134,10 @@ def parse_protocol(text: str | Protocol) -> Protocol:
         c, seed = int(m[1]), int(m[2])
         _check_counts(raw, c, [("clip count C", c)], what)
         return Protocol("random", c, 1, seed=seed, name=f"random:{c}:{seed}")
+    if m := re.fullmatch(r"vjepa-aug:(\d+)x(\d+)(?::(\d+))?", s):
+        n, k, seed = int(m[1]), int(m[2]), int(m[3] or 0)
+        _check_counts(raw, n * k, [("temporal segments T", n), ("augmented views K", k)], what)
+        return Protocol("vjepa_aug", n, k, seed=seed, name=f"vjepa-aug:{n}x{k}:{seed}", scale=VJEPA_AUG_SCALE)
     if m := re.fullmatch(r"vjepa:(\d+)x(\d+)(?::(\d+))?", s):
         n, k, seed = int(m[1]), int(m[2]), int(m[3] or 0)
         _check_counts(raw, n * k, [("temporal segments T", n), ("spatial views S", k)], what)
@@ -238,6 +252,13 @@ def plan_clips(protocol: str | Protocol, num_frames: int, height: int, width: in
             specs.append(_spec(_window(start, num_frames, clip_len, stride), crop, num_frames,
                                height, width, c, 0))
         return specs
+    if p.kind == "vjepa_aug":
+        rng = np.random.default_rng([p.seed, int(video_index)])
+        views = [vjepa_frame_indices(num_frames, p.temporal, clip_len, stride, rng) for _ in range(p.spatial)]
+        crops = [[_random_resized_crop(rng, height, width, p.scale, p.ratio) for _ in range(p.temporal)]
+                 for _ in range(p.spatial)]
+        return [_spec(views[k][t], crops[k][t], num_frames, height, width, t, k)
+                for t in range(p.temporal) for k in range(p.spatial)]
     if p.kind == "vjepa":
         rng = np.random.default_rng([p.seed, int(video_index)])
         windows = vjepa_frame_indices(num_frames, p.temporal, clip_len, stride, rng)

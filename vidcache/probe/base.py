@@ -92,6 +92,9 @@ class GridProbe(abc.ABC):
         self.result = train_grid(lambda: self.make_head(dim, k), self.cfg.grid(), train, val, self.cfg, on_step)
         self.info["fit_seconds"] = self.result.seconds
         self.info["num_train"] = len(train)
+        # training samples: every (regrouped) view with sample=clip/segments, one per video with video
+        self.info["train_samples"] = len(train) * (train.num_views if getattr(self.cfg, "sample", "clip") != "video"
+                                                   else 1)
         self.metrics["val"] = self.evaluate(val, None)
         return self
 

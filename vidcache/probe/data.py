@@ -171,8 +171,9 @@ def split_off(data: ProbeData, fraction: float, seed: int = 0) -> tuple[ProbeDat
 
 
 def spatial_views(protocol: str) -> int:
-    """S of a `TxS` sampling protocol (clips are temporal-major), 1 for any other protocol."""
-    m = re.fullmatch(r"\s*(\d+)x(\d+)\s*", str(protocol or ""))
+    """S of a `TxS`, `vjepa:TxS[:seed]` or `vjepa-aug:TxK[:seed]` protocol (clips are temporal-major,
+    clip t * S + s), 1 for any other protocol."""
+    m = re.fullmatch(r"\s*(?:vjepa(?:-aug)?:)?(\d+)x(\d+)(?::\d+)?\s*", str(protocol or ""))
     return int(m[2]) if m else 1
 
 

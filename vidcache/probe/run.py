@@ -61,6 +61,11 @@ def _splits(store_or_data: Any, probe: type, cfg) -> tuple[dict[str, ProbeData],
                 continue
             data[s] = load_split(store, s, arrays, key=arrays[0])
         meta["classes"] = list(getattr(store, "classes", []) or [])
+        if getattr(cfg, "train_store", ""):
+            data[cfg.train_split], meta["train_store"] = _train_from(cfg.train_store, store, probe, cfg)
+            if cfg.val_split not in data:
+                raise DataError(f"--train-store trains on {cfg.train_store}; {meta['store']} must then hold the "
+                                f"{cfg.val_split!r} split that selects hyper-parameters")
     out = {"train": data.get(cfg.train_split), "val": data.get(cfg.val_split),
            "test": data.get(cfg.test_split) if cfg.test_split else None}
     if out["train"] is None:
@@ -75,6 +80,26 @@ def _splits(store_or_data: Any, probe: type, cfg) -> tuple[dict[str, ProbeData],
         if d is not None and not d.split:
             d.split = name
     return out, meta
+
+
+def _train_from(url: str, store: Any, probe: type, cfg) -> tuple[ProbeData, dict]:
+    """The train split of another clip store (e.g. cached augmented views), checked to be the same
+    videos through the same backbone as `store`."""
+    from vidcache.cache.store import Store
+
+    other = Store.open(url, kind="clips")
+    problems = []
+    if other.attrs.get("manifest_digest") != store.attrs.get("manifest_digest"):
+        problems.append("another manifest")
+    a, b = (other.config.get("backbone") or {}), (store.config.get("backbone") or {})
+    if a.get("weights") != b.get("weights") or a.get("name") != b.get("name"):
+        problems.append(f"another backbone ({a.get('name')} vs {b.get('name')})")
+    if problems:
+        raise DataError(f"--train-store {url} was extracted from {' and '.join(problems)} than {store.url}; "
+                        f"extract both from one manifest with one backbone")
+    arrays = feature_arrays(other, probe, cfg)
+    return (load_split(other, cfg.train_split, arrays, key=arrays[0]),
+            {"url": other.url, "config_hash": other.config_hash, "protocol": other.attrs.get("protocol")})
 
 
 def feature_arrays(store: Any, probe: type, cfg) -> tuple[str, ...]:

@@ -44,6 +44,9 @@ class ProbeConfig:
     train_split: str = field("train", help="split the probe is trained on")
     val_split: str = field("val", help="split that selects hyper-parameters (never test)")
     test_split: str = field("test", help="split the selected probe is reported on; empty to skip")
+    train_store: str = field("", help="clip store whose train split trains the probe instead of STORE's (e.g. "
+                                      "cached augmented views, protocol vjepa-aug:TxK); same manifest and backbone; "
+                                      "val and test still come from STORE")
     val_fraction: float = field(0.0, help="if > 0 and the store has no val split, hold out this class-balanced "
                                           "fraction of train as val")
     shots: int = field(0, help="train on this many labelled videos per class (0 = all); repeated over seeds")
