@@ -89,6 +89,22 @@ def _exists(path: Path, what: str) -> Path:
     return Path(path)
 
 
+STORAGE_HELP = ("fsspec option for remote stores and videos (s3://...), KEY=VALUE (JSON or plain value), "
+                "e.g. endpoint_url=http://127.0.0.1:9000; repeatable. Credentials also come from the "
+                "environment (AWS_*) and ~/.aws; none is ever printed or saved")
+
+
+def _storage_option_param() -> inspect.Parameter:
+    return _param("storage_option", List[str], typer.Option([], "--storage-option", help=STORAGE_HELP))
+
+
+def _use_storage_options(items: List[str], *urls) -> None:
+    """Apply --storage-option KEY=VALUE to the fsspec protocols of `urls` (stores, videos)."""
+    from vidcache.cache.store import use_storage_options
+
+    use_storage_options(_parse_options(items, "storage option"), [str(u) for u in urls])
+
+
 def _print_json(obj) -> None:
     out.print_json(json.dumps(obj, default=str))
 
@@ -272,7 +288,8 @@ def extract_clips_cmd(
         preset: Optional[str] = typer.Option(None, help="protocol of record: vjepa-k400, vjepa-ssv2, vjepa2-k400, "
                                                         "vjepa2-ssv2, dino-knn, dinov2-linear (docs/protocols.md); "
                                                         "options given here override its values"),
-        overwrite: bool = typer.Option(False, help="replace a store made with another config")) -> None:
+        overwrite: bool = typer.Option(False, help="replace a store made with another config"),
+        storage_option: List[str] = typer.Option([], "--storage-option", help=STORAGE_HELP)) -> None:
     """Decode videos once, run a frozen backbone, write clip embeddings + boxes to a clip store.
     Resumes by default; under torchrun every rank takes its own blocks.
     Library: `vidcache.extract.clips.extract_clips`."""
@@ -298,6 +315,7 @@ def extract_clips_cmd(
 
     cfg = from_dict(ClipExtractConfig, values, "extract config")
     m = read_manifest(manifest)
+    _use_storage_options(storage_option, *output, *m.paths)
     import time
 
     t0 = time.perf_counter()
@@ -321,12 +339,12 @@ def extract_clips_cmd(
         raise typer.Exit(EXIT_FAILURES)
 
 
-def _parse_options(items: List[str]) -> dict:
+def _parse_options(items: List[str], what: str = "backbone option") -> dict:
     opts = {}
     for item in items:
         key, sep, value = item.partition("=")
         if not sep or not key:
-            raise typer.BadParameter(f"backbone option {item!r} must look like KEY=VALUE")
+            raise typer.BadParameter(f"{what} {item!r} must look like KEY=VALUE")
         try:
             opts[key] = json.loads(value)
         except json.JSONDecodeError:
@@ -358,7 +376,8 @@ def extract_codes_cmd(
         decoder: str = typer.Option("auto", help="auto (decord, PyAV fallback), decord or pyav"),
         decode_timeout: float = typer.Option(300.0, help="seconds before a hung video is failed"),
         videos_per_block: Optional[int] = typer.Option(None, help="videos per block (unit of resume)"),
-        overwrite: bool = typer.Option(False, help="replace a store made with another config")) -> None:
+        overwrite: bool = typer.Option(False, help="replace a store made with another config"),
+        storage_option: List[str] = typer.Option([], "--storage-option", help=STORAGE_HELP)) -> None:
     """Quantize frames into k-means patch codes (uint16; uint8 when K <= 256) in a code store.
     Resumable and torchrun-aware like `extract clips`. Library: `vidcache.extract.codes.extract_codes`."""
     from vidcache.config import check
@@ -369,6 +388,7 @@ def extract_codes_cmd(
                                   workers=workers, device=device, decoder=decoder, decode_timeout=decode_timeout,
                                   videos_per_block=videos_per_block), "extract codes config")
     m = read_manifest(manifest)
+    _use_storage_options(storage_option, output, *m.paths)
     import time
 
     t0 = time.perf_counter()
@@ -420,11 +440,13 @@ def codec_eval(store: str = typer.Argument(..., help="code store from `vidcache 
                preview: Optional[Path] = typer.Option(None, help="PNG: original | reconstruction | |error|"),
                max_videos: Optional[int] = typer.Option(None, help="evaluate at most this many videos"),
                decoder: str = typer.Option("auto", help="auto, decord or pyav"),
-               as_json: bool = typer.Option(False, "--json", help="print all results as JSON")) -> None:
+               as_json: bool = typer.Option(False, "--json", help="print all results as JSON"),
+               storage_option: List[str] = typer.Option([], "--storage-option", help=STORAGE_HELP)) -> None:
     """PSNR per video and mean, compression (raw / codes and raw / bytes on disk), preview PNG.
     Library: `vidcache.codec.evaluate_store`."""
     from vidcache.codec import evaluate_store
 
+    _use_storage_options(storage_option, store)
     r = evaluate_store(store, split=split, preview=preview, max_videos=max_videos, backend=decoder)
     if as_json:
         _print_json(r)
@@ -439,18 +461,20 @@ def codec_eval(store: str = typer.Argument(..., help="code store from `vidcache 
 
 
 # ----------------------------------------------------------------------------------------------- cache
-def _open_store(store: str):
+def _open_store(store: str, storage_option: List[str]):
     from vidcache.cache import Store
 
+    _use_storage_options(storage_option, store)
     return Store.open(store)
 
 
 @cache_app.command("info")
 def cache_info(store: str = typer.Argument(..., help="store path or URL"),
-               as_json: bool = typer.Option(False, "--json", help="print everything as JSON")) -> None:
+               as_json: bool = typer.Option(False, "--json", help="print everything as JSON"),
+               storage_option: List[str] = typer.Option([], "--storage-option", help=STORAGE_HELP)) -> None:
     """Counts (done / failed / pending per split), arrays, bytes on disk, config and failures.
     Library: `Store.info`."""
-    info = _open_store(store).info()
+    info = _open_store(store, storage_option).info()
     if as_json:
         _print_json(info)
         return
@@ -479,10 +503,11 @@ def cache_info(store: str = typer.Argument(..., help="store path or URL"),
 
 
 @cache_app.command("verify")
-def cache_verify(store: str = typer.Argument(..., help="store path or URL")) -> None:
+def cache_verify(store: str = typer.Argument(..., help="store path or URL"),
+                 storage_option: List[str] = typer.Option([], "--storage-option", help=STORAGE_HELP)) -> None:
     """Check every done row is finite and has data, shapes match, failed rows have an error.
     Library: `Store.verify`. Exit code 1 when a problem is found."""
-    report = _open_store(store).verify()
+    report = _open_store(store, storage_option).verify()
     out.print(str(report), markup=False)
     if not report.ok:
         raise typer.Exit(1)
@@ -491,17 +516,18 @@ def cache_verify(store: str = typer.Argument(..., help="store path or URL")) -> 
 @cache_app.command("export")
 def cache_export(store: str = typer.Argument(..., help="store path or URL"),
                  output: Path = typer.Option(..., "-o", "--output", help="HDF5 file to write"),
-                 format: str = typer.Option("h5", help="export format (h5)")) -> None:
+                 format: str = typer.Option("h5", help="export format (h5)"),
+                 storage_option: List[str] = typer.Option([], "--storage-option", help=STORAGE_HELP)) -> None:
     """Write the store's tree to HDF5 for other tools. Library: `Store.export_h5`."""
     if format != "h5":
         raise typer.BadParameter(f"unknown --format {format!r}; supported: h5")
-    path = _open_store(store).export_h5(output)
+    path = _open_store(store, storage_option).export_h5(output)
     out.print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB)")
 
 
 # ----------------------------------------------------------------------------------------------- probe
 def _probe_runner(name: str) -> Callable:
-    def run(cfg: dict, store: str, output: Path, preset: Optional[str]) -> None:
+    def run(cfg: dict, store: str, output: Path, preset: Optional[str], storage_option: List[str]) -> None:
         import logging
 
         from rich.logging import RichHandler
@@ -511,6 +537,7 @@ def _probe_runner(name: str) -> Callable:
         from vidcache.probe.run import make_config, run_probe
 
         logging.getLogger("vidcache").addHandler(RichHandler(console=console, show_time=False, show_path=False))
+        _use_storage_options(storage_option, store)
         if preset:
             from vidcache.probe.run import run_preset
 
@@ -550,6 +577,7 @@ def _register_probes() -> None:
             _param("store", str, typer.Argument(..., help="clip store (path or URL)")),
             _param("output", Path, typer.Option(..., "-o", "--output", help="results folder")),
             _param("preset", Optional[str], typer.Option(None, help=_preset_help(name))),
+            _storage_option_param(),
         ], help=f"{PROBE_HELP.get(name, name)} Library: `vidcache.probe.run_probe('{name}', ...)`.")
 
 
@@ -589,21 +617,24 @@ def _register_scale() -> None:
     from vidcache.scale.config import ScaleConfig
     from vidcache.scale.evaluate import ScaleEvalConfig
 
-    def train(cfg: dict, store: str, output: Path, overwrite: bool) -> None:
+    def train(cfg: dict, store: str, output: Path, overwrite: bool, storage_option: List[str]) -> None:
         from vidcache.config import from_dict
         from vidcache.scale.train import train_from_store
 
         config = from_dict(ScaleConfig, cfg, "scale config")
+        _use_storage_options(storage_option, store)
         with progress_bar("SCALE training", config.epochs, unit="epochs") as update:
             train_from_store(store, output, config, overwrite=overwrite,
                              progress=lambda epoch, m: update(epoch, rate=f"loss {m.get('loss', float('nan')):.3f}"))
         out.print(f"SCALE run in {output} (model.pt, config.json, metrics.jsonl)")
 
-    def evaluate(cfg: dict, run: Path, train_store: str, eval_store: str, output: Optional[Path]) -> None:
+    def evaluate(cfg: dict, run: Path, train_store: str, eval_store: str, output: Optional[Path],
+                 storage_option: List[str]) -> None:
         from vidcache.config import from_dict
         from vidcache.scale.evaluate import evaluate_run, results_table
 
         config = from_dict(ScaleEvalConfig, cfg, "scale eval config")
+        _use_storage_options(storage_option, train_store, eval_store)
         summary = evaluate_run(_exists(run, "SCALE run"), train_store, eval_store, output, config,
                                progress=lambda row, res: console.print(f"  {row} done"))
         out.print(f"SCALE run trained with the {summary['loss_form']} loss form")
@@ -613,6 +644,7 @@ def _register_scale() -> None:
         _param("store", str, typer.Argument(..., help="clip store with many clips per video (random:16:SEED)")),
         _param("output", Path, typer.Option(..., "-o", "--output", help="run folder")),
         _param("overwrite", bool, typer.Option(False, help="replace a run made with another config")),
+        _storage_option_param(),
     ], help="Self-supervised SCALE training (masked clip modelling + set contrastive loss) on cached clip "
             "embeddings. Resumes a run in the same folder. Library: `vidcache.scale.train_from_store`.")
     config_command(scale_app, "eval", ScaleEvalConfig, evaluate, params=[
@@ -620,6 +652,7 @@ def _register_scale() -> None:
         _param("train_store", str, typer.Option(..., help="clip store whose train/val splits train the heads")),
         _param("eval_store", str, typer.Option(..., help="clip store (e.g. 5x3) to evaluate on")),
         _param("output", Optional[Path], typer.Option(None, "-o", "--output", help="results folder (RUN/eval)")),
+        _storage_option_param(),
     ], help="Linear / MLP / kNN / Transformer / SCALE_linear / SCALE_kNN / SCALE_ft in one table. "
             "Library: `vidcache.scale.evaluate_run`.")
 
@@ -629,11 +662,12 @@ def _register_pretrain() -> None:
     from vidcache.pretrain.tdv_config import TDVConfig
     from vidcache.pretrain.train import PretrainConfig
 
-    def vjepa(cfg: dict, output: Path) -> None:
+    def vjepa(cfg: dict, output: Path, storage_option: List[str]) -> None:
         from vidcache.config import from_dict
         from vidcache.pretrain.train import pretrain
 
         config = from_dict(PretrainConfig, {**cfg, "out": str(output)}, "pretrain config")
+        _use_storage_options(storage_option, config.codes)
         with progress_bar("V-JEPA pretraining", config.steps, unit="steps") as update:
             summary = pretrain(config, progress=lambda step, total, m: update(
                 step, total, rate=f"loss {m.get('loss', float('nan')):.4f}"))
@@ -642,6 +676,7 @@ def _register_pretrain() -> None:
 
     config_command(pretrain_app, "vjepa", PretrainConfig, vjepa, skip=("out",), params=[
         _param("output", Path, typer.Option(..., "-o", "--output", help="run folder (checkpoints, metrics)")),
+        _storage_option_param(),
     ], help="V-JEPA pretraining of a video ViT from a code store (codes decoded on the device). Resumes from "
             "the latest checkpoint; `torchrun --nproc-per-node N -m vidcache pretrain vjepa ...` for DDP. "
             "Checkpoints are backbones: `--backbone vidcache:RUN/ckpt_000500.pt`. Library: `vidcache.pretrain.pretrain`.")

@@ -136,8 +136,9 @@ def test_unknown_split_is_a_clear_error(tmp_path):
         store.load(("emb",), split="tset")
 
 
-def test_hdf5_export_equals_store(tmp_path, rng):
-    store = Store.create(tmp_path / "s.zarr", "clips", make_manifest(9), {"k": 1}, ARRAYS, videos_per_block=4)
+@pytest.mark.parametrize("n", [3, 9])  # fewer videos than one block (the demo's case), and several blocks
+def test_hdf5_export_equals_store(tmp_path, rng, n):
+    store = Store.create(tmp_path / "s.zarr", "clips", make_manifest(n), {"k": 1}, ARRAYS, videos_per_block=4)
     for b in range(store.num_blocks):
         s, e = store.block_range(b)
         store.write_block(b, fake_block(store, b, rng), [DONE] * (e - s - 1) + [FAILED], [""] * (e - s - 1) + ["bad"])
@@ -150,6 +151,40 @@ def test_hdf5_export_equals_store(tmp_path, rng):
         assert [x.decode() for x in f["videos/path"][:]] == list(store.group["videos/path"][:])
         assert [x.decode() for x in f["videos/error"][:]] == list(store.group["videos/error"][:])
         assert json.loads(f.attrs["config_hash"]) == store.config_hash
+        assert f["clips/emb"].shape == (n, C, D) and f["clips/tokens"].shape == (n, C, 4, D)
+        assert json.loads(f["clips/tokens"].attrs["dimension_names"]) == ["videos", "clips", "tokens", "dim"]
+    assert not (tmp_path / "s.h5.tmp").exists()
+
+
+@pytest.mark.parametrize("n", [5, 19])
+def test_hdf5_export_of_a_code_store(tmp_path, rng, n):
+    arrays = {"codes/frames": ArraySpec((6, 2, 2), "uint16", compress=True),
+              "videos/num_code_frames": ArraySpec((), "int32")}
+    codebook = rng.random((7, 12)).astype(np.float32)
+    store = Store.create(tmp_path / "c.zarr", "codes", make_manifest(n), {"k": 2}, arrays, videos_per_block=8,
+                         static_arrays={"codes/codebook": (codebook, {"patch": 2})})
+    frames = rng.integers(0, 7, (n, 6, 2, 2)).astype(np.uint16)
+    for b in range(store.num_blocks):
+        s, e = store.block_range(b)
+        store.write_block(b, {"codes/frames": frames[s:e]}, [DONE] * (e - s),
+                          meta={"num_code_frames": np.full(e - s, 6)})
+    with h5py.File(store.export_h5(tmp_path / "c.h5")) as f:
+        np.testing.assert_array_equal(f["codes/frames"][:], frames)
+        np.testing.assert_array_equal(f["codes/codebook"][:], codebook)
+        np.testing.assert_array_equal(f["videos/num_code_frames"][:], np.full(n, 6))
+        assert json.loads(f["codes/codebook"].attrs["patch"]) == 2
+
+
+def test_failed_hdf5_export_leaves_no_temporary_file(tmp_path, rng, monkeypatch):
+    store = Store.create(tmp_path / "s.zarr", "clips", make_manifest(3), {}, ARRAYS, videos_per_block=4)
+
+    def broken(*a, **kw):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(h5py.File, "create_dataset", broken)
+    with pytest.raises(OSError, match="disk full"):
+        store.export_h5(tmp_path / "s.h5")
+    assert list(tmp_path.glob("s.h5*")) == []
 
 
 @pytest.mark.parametrize("scheme", ["memory://", "file://"])

@@ -189,39 +189,15 @@ def test_torchrun_two_ranks_equal_one_process(synth_corpus, tmp_path):
     assert_same_store(tmp_path / "one.zarr", tmp_path / "two.zarr")
 
 
-# Runs the CLI with a SIGKILL of its own process at the k-th array that store creation makes
-# (k = 0: at the attribute write that finishes the creation), a kill at a known point of creation.
-_KILL_IN_CREATION = """
-import os, signal, sys
-import zarr, zarr.core.attributes
-k = int(sys.argv[1])
-made = [0]
-create_array, put = zarr.Group.create_array, zarr.core.attributes.Attributes.put
-def counting(self, *a, **kw):
-    made[0] += 1
-    if made[0] == k:
-        os.kill(os.getpid(), signal.SIGKILL)
-    return create_array(self, *a, **kw)
-def final(self, d):
-    if k == 0 and "vidcache" in d:
-        os.kill(os.getpid(), signal.SIGKILL)
-    return put(self, d)
-zarr.Group.create_array, zarr.core.attributes.Attributes.put = counting, final
-from vidcache.cli import main
-main(sys.argv[2:])
-"""
-
 
 @pytest.mark.parametrize("k", [6, 0])
-def test_sigkill_during_store_creation_then_rerun_equals_uninterrupted(synth_corpus, tmp_path, k):
+def test_sigkill_during_store_creation_then_rerun_equals_uninterrupted(synth_corpus, tmp_path, k, kill_in_creation):
     manifest_path, manifest = synth_corpus
     ref = tmp_path / "ref.zarr"
     extract_clips(manifest, str(ref), ClipExtractConfig(**FAST))
     args = ["extract", "clips", str(manifest_path), "-o", str(tmp_path / "s.zarr"), "--protocol", "uniform:2",
             "--workers", "0", "--videos-per-block", "2", "--batch-size", "4"]
-    killed = subprocess.run([sys.executable, "-c", _KILL_IN_CREATION, str(k), *args], capture_output=True,
-                            text=True)
-    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    kill_in_creation(k, args)
     assert (tmp_path / "s.zarr" / "zarr.json").is_file()
     info = run_cli("cache", "info", tmp_path / "s.zarr")
     assert info.returncode == 2 and "creation was interrupted" in info.stderr and "Traceback" not in info.stderr

@@ -35,7 +35,7 @@ import zarr
 import vidcache
 from vidcache.config import config_hash as _hash
 from vidcache.config import diff_fields, hashed_dict, to_dict
-from vidcache.errors import DataError, StoreError
+from vidcache.errors import DataError, StoreError, VidcacheError
 
 # Schema 2 adds named features (`clips/features/<name>`, attribute `features`); a schema-1 store is
 # a schema-2 store whose only feature is `mean` (`clips/emb`), so both open and resume.
@@ -119,6 +119,50 @@ def _exists(url: str, storage_options: dict | None) -> bool:
 
     fs, path = fsspec.core.url_to_fs(str(url), **(storage_options or {}))
     return fs.exists(f"{path.rstrip('/')}/zarr.json")
+
+
+def remote_protocols(urls: Iterable[str]) -> list[str]:
+    """The fsspec protocols (s3, gs, ...) of the URLs that are not local paths or file:// URLs."""
+    from fsspec.core import split_protocol
+
+    return sorted({split_protocol(str(u))[0] for u in urls if _is_url(str(u))})
+
+
+def use_storage_options(options: dict, urls: Iterable[str]) -> list[str]:
+    """Make `options` the fsspec defaults of every remote protocol among `urls`; returns those protocols.
+
+    They apply to every filesystem of that protocol this process (and the decode workers it forks)
+    opens: the stores, and videos fetched from the same kind of storage. They are never written into
+    a store or a config. Credentials also come from where the backend looks itself (for s3fs:
+    AWS_* environment variables, ~/.aws/credentials and ~/.aws/config, including `endpoint_url`).
+    """
+    import fsspec.config
+
+    protocols = remote_protocols(urls)
+    if options and not protocols:
+        raise StoreError("--storage-option applies to fsspec URLs (s3://..., gs://...), and no store or "
+                         "video of this command is one; drop the option or give a URL")
+    for proto in protocols:
+        fsspec.config.conf.setdefault(proto, {}).update(options)
+    return protocols
+
+
+class storage_errors:
+    """Turn a failure of the storage backend (server gone, access denied) into one StoreError line."""
+
+    def __init__(self, url: str, doing: str):
+        self.url, self.doing = str(url), doing
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind, err, tb) -> bool:
+        if err is None or isinstance(err, (VidcacheError, KeyboardInterrupt, SystemExit)) \
+                or not isinstance(err, Exception):
+            return False
+        text = f"{type(err).__name__}: {err}".replace("\n", " ").strip()[:300]
+        raise StoreError(f"{self.url}: {self.doing} failed ({text}); everything written before is kept: "
+                         f"rerun the same command to resume") from None
 
 
 def _hashed(config: Any) -> dict:
@@ -262,7 +306,9 @@ class Store:
         url = str(url)
         if mode not in ("r", "r+"):
             raise StoreError(f"mode must be 'r' or 'r+', not {mode!r}")
-        if not _exists(url, storage_options):
+        with storage_errors(url, "opening the store"):
+            exists = _exists(url, storage_options)
+        if not exists:
             raise StoreError(f"not a vidcache store: {url} (no zarr.json there; create one with "
                              f"`vidcache extract clips` or `vidcache extract codes`)")
         try:
@@ -652,14 +698,23 @@ class Store:
     # ------------------------------------------------------------------ export
     def export_h5(self, path: str | Path, progress=None) -> Path:
         """Write the same tree to HDF5: groups, arrays and attributes (JSON-encoded)."""
-        import h5py
-
         path = Path(path)
         tmp = path.with_name(path.name + ".tmp")
         names = [f"videos/{n}" for n in ("path", "label", "split", "num_frames", "fps", "height", "width",
                                           "status", "error")]
         names += [n for n in self.data_arrays if n not in names]
         names += [n for n in self._extra_arrays() if n not in names]
+        try:
+            self._write_h5(tmp, names, progress)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        os.replace(tmp, path)
+        return path
+
+    def _write_h5(self, tmp: Path, names: list[str], progress) -> None:
+        import h5py
+
         with h5py.File(tmp, "w") as f:
             for k, v in self.attrs.items():
                 f.attrs[k] = json.dumps(v)
@@ -669,18 +724,22 @@ class Store:
                     values = np.array([str(x) for x in arr[:]], dtype=object)
                     f.create_dataset(name, data=values, dtype=h5py.string_dtype())
                     continue
-                ds = f.create_dataset(name, shape=arr.shape, dtype=arr.dtype,
-                                      chunks=arr.chunks if arr.ndim > 1 else None)
+                # HDF5 refuses chunks larger than the data (zarr allows them: a store with fewer
+                # videos than its block has one partly filled chunk), so clip them to the shape.
+                chunks = tuple(max(1, min(c, n)) for c, n in zip(arr.chunks, arr.shape)) \
+                    if arr.ndim > 1 and arr.size else None
+                ds = f.create_dataset(name, shape=arr.shape, dtype=arr.dtype, chunks=chunks)
                 for k, v in arr.attrs.asdict().items():
                     ds.attrs[k] = json.dumps(v)
+                dims = arr.metadata.dimension_names if hasattr(arr.metadata, "dimension_names") else None
+                if dims:
+                    ds.attrs["dimension_names"] = json.dumps(list(dims))
                 step = max(arr.chunks[0], (LOAD_SLAB_BYTES // max(1, arr.nbytes // max(1, arr.shape[0])))
                            // arr.chunks[0] * arr.chunks[0])
                 for s in range(0, arr.shape[0], step):
                     ds[s:s + step] = arr[s:s + step]
                 if progress:
                     progress(name)
-        os.replace(tmp, path)
-        return path
 
     def _extra_arrays(self) -> list[str]:
         """Arrays outside videos/ that are not per-video data (e.g. codes/codebook), and extra videos/*."""

@@ -23,6 +23,7 @@ from typing import Any, Callable, Protocol
 import numpy as np
 
 from vidcache.cache import DONE, FAILED, ArraySpec, Store
+from vidcache.cache.store import storage_errors
 from vidcache.device import resolve_device
 from vidcache.distributed import DistInfo, barrier, init_distributed
 from vidcache.errors import VidcacheError
@@ -65,6 +66,13 @@ def open_store(job: Job, manifest, out: str, *, overwrite: bool = False, videos_
                dist: DistInfo | None = None, storage_options: dict | None = None) -> Store:
     """Rank 0 creates or resumes the store; other ranks open it after a barrier."""
     dist = dist or DistInfo.from_env()
+    with storage_errors(out, "creating or opening the store"):
+        return _open_store(job, manifest, out, overwrite=overwrite, videos_per_block=videos_per_block, dist=dist,
+                           storage_options=storage_options)
+
+
+def _open_store(job: Job, manifest, out: str, *, overwrite: bool, videos_per_block: int | None,
+                dist: DistInfo, storage_options: dict | None) -> Store:
     store = None
     if dist.rank == 0:
         static = getattr(job, "static_arrays", None)  # e.g. the code store's codebook
@@ -99,7 +107,9 @@ class _BlockWriter:
 
     def __init__(self, job: Job, store: Store, dist: DistInfo):
         self.job, self.store = job, store
-        self.block_of = {b: store.block_range(b) for b in store.pending_blocks(dist.rank, dist.world)}
+        with storage_errors(store.url, "reading which blocks are done"):
+            pending = store.pending_blocks(dist.rank, dist.world)
+        self.block_of = {b: store.block_range(b) for b in pending}
         self.rows = {r for rng in self.block_of.values() for r in range(*rng)}
         self.summary = Summary(store.url, {}, 0.0)
         self.current: int | None = None
@@ -123,7 +133,8 @@ class _BlockWriter:
         if row == self.block_of[b][1] - 1:
             data = self.job.end_block()
             extra = data.pop("_meta", {})
-            self.store.write_block(b, data, self.status, self.errors, meta={**self.meta, **extra})
+            with storage_errors(self.store.url, f"writing block {b}"):
+                self.store.write_block(b, data, self.status, self.errors, meta={**self.meta, **extra})
 
 
 def run_extractions(jobs: list[Job], manifest, outs: list[str], *, workers: int = 2,
@@ -180,8 +191,9 @@ def run_extractions(jobs: list[Job], manifest, outs: list[str], *, workers: int 
     for w in writers:
         s = w.summary
         s.restarts = restarts
-        s.counts = w.store.counts()
-        s.failures = w.store.info()["failures"] if s.counts["failed"] else []
+        with storage_errors(w.store.url, "reading the final counts"):
+            s.counts = w.store.counts()
+            s.failures = w.store.info()["failures"] if s.counts["failed"] else []
         s.seconds = time.perf_counter() - t0
         out.append(s)
     return out
