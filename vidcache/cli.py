@@ -584,11 +584,12 @@ def _register_probes() -> None:
 def _register_dense() -> None:
     from vidcache.dense.propagate import PropagateConfig
 
-    def propagate(cfg: dict, store: str, output: Path, overwrite: bool) -> None:
+    def propagate(cfg: dict, store: str, output: Path, overwrite: bool, storage_option: List[str]) -> None:
         from vidcache.config import from_dict
         from vidcache.dense.propagate import results_table, run_propagate
 
         config = from_dict(PropagateConfig, cfg, "propagate config")
+        _use_storage_options(storage_option, store)
         with progress_bar("propagating", None, unit="sequences") as update:
             res = run_propagate(store, output, config, progress=lambda d, n: update(d, n), overwrite=overwrite)
         out.print(results_table(res, title=f"label propagation on {store} ({res['split']})"))
@@ -598,6 +599,7 @@ def _register_dense() -> None:
         _param("store", str, typer.Argument(..., help="frame-token store (--protocol frames:all --tokens full)")),
         _param("output", Path, typer.Option(..., "-o", "--output", help="results folder (Annotations/, results.json)")),
         _param("overwrite", bool, typer.Option(False, help="replace a run made with another config")),
+        _storage_option_param(),
     ], help="Semi-supervised video object segmentation by DINO's label propagation on cached frame tokens; "
             "DAVIS-2017 J&F with the copy-the-first-mask baseline. Library: `vidcache.dense.propagate.run_propagate`.")
 
@@ -681,11 +683,12 @@ def _register_pretrain() -> None:
             "the latest checkpoint; `torchrun --nproc-per-node N -m vidcache pretrain vjepa ...` for DDP. "
             "Checkpoints are backbones: `--backbone vidcache:RUN/ckpt_000500.pt`. Library: `vidcache.pretrain.pretrain`.")
 
-    def tdv(cfg: dict, output: Path) -> None:
+    def tdv(cfg: dict, output: Path, storage_option: List[str]) -> None:
         from vidcache.config import from_dict
         from vidcache.pretrain.train import pretrain
 
         config = from_dict(TDVConfig, {**cfg, "out": str(output)}, "pretrain config")
+        _use_storage_options(storage_option, config.codes)
         with progress_bar("TDV pretraining", config.steps, unit="steps") as update:
             summary = pretrain(config, progress=lambda step, total, m: update(
                 step, total, rate=f"loss {m.get('loss', float('nan')):.4f}"))
@@ -694,6 +697,7 @@ def _register_pretrain() -> None:
 
     config_command(pretrain_app, "tdv", TDVConfig, tdv, skip=("out",), params=[
         _param("output", Path, typer.Option(..., "-o", "--output", help="run folder (checkpoints, metrics)")),
+        _storage_option_param(),
     ], help="TDV pretraining (frame encoder + motion encoder, the next frame's representation as the target) "
             "from a code store. Defaults fit a CPU; docs/pretrain.md lists the recipe's values. Resumes from the "
             "latest checkpoint; torchrun for DDP. Checkpoints are per-frame backbones: `--backbone "
