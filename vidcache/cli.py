@@ -583,6 +583,24 @@ def _register_probes() -> None:
 
 def _register_dense() -> None:
     from vidcache.dense.propagate import PropagateConfig
+    from vidcache.dense.retrieval import RetrievalConfig
+
+    def retrieval(cfg: dict, store: str, output: Path) -> None:
+        from vidcache.config import from_dict
+        from vidcache.dense.retrieval import results_table, run_retrieval
+
+        config = from_dict(RetrievalConfig, cfg, "retrieval config")
+        with progress_bar("retrieving", None, unit="videos") as update:
+            res = run_retrieval(store, output, config, progress=lambda d, n: update(d, n))
+        out.print(results_table(res, title=f"Hummingbird retrieval on {store} ({res['split']})"))
+        out.print(f"results: {Path(output) / 'results.json'}")
+
+    config_command(probe_app, "retrieval", RetrievalConfig, retrieval, params=[
+        _param("store", str, typer.Argument(..., help="frame-token store (--protocol frames:all --tokens full)")),
+        _param("output", Path, typer.Option(..., "-o", "--output", help="results folder")),
+    ], help="Hummingbird dense retrieval: a memory bank of train patch tokens with their patch labels, each "
+            "evaluation patch takes the softmax-weighted labels of its k nearest (faiss); mIoU. "
+            "Library: `vidcache.dense.retrieval.run_retrieval`.")
 
     def propagate(cfg: dict, store: str, output: Path, overwrite: bool, storage_option: List[str]) -> None:
         from vidcache.config import from_dict
