@@ -780,23 +780,25 @@ def eval_watch(folder: Path = typer.Argument(..., help="checkpoint folder of a t
     from vidcache.evaluate import load_plan, watch
 
     _exists(folder, "checkpoint folder")
-    done = watch(folder, load_plan(_exists(plan, "plan")), output, poll_s=poll, format=format, run_name=name,
-                 live=console.is_terminal, options=_parse_options(backbone_option))
+    done = watch(folder, load_plan(_exists(plan, "plan"), need_checkpoints=False), output, poll_s=poll,
+                 format=format, run_name=name, live=console.is_terminal, options=_parse_options(backbone_option))
     out.print(f"evaluated {len(done)} checkpoint(s); results in {output}")
 
 
 @cache_app.command("prune")
 def cache_prune(results_dir: Path = typer.Argument(..., help="results folder of `vidcache eval run`"),
                 plan: Optional[Path] = typer.Option(None, help="keep only the stores this plan needs"),
-                older_than: Optional[float] = typer.Option(None, help="remove stores unused for this many days"),
+                older_than: Optional[str] = typer.Option(None, help="remove stores unused for this long: 30d, "
+                                                                     "12h, 45m, 90s (a bare number counts days)"),
                 yes: bool = typer.Option(False, "--yes", help="delete without asking")) -> None:
     """Remove stores no plan needs any more (by plan, or by age), after listing them.
     Library: `vidcache.evaluate.prune`."""
     from vidcache.evaluate import load_plan, prune
+    from vidcache.evaluate.prune import parse_duration
 
+    seconds = parse_duration(older_than) if older_than is not None else None
     _exists(results_dir, "results folder")
     p = load_plan(_exists(plan, "plan")) if plan is not None else None
-    seconds = older_than * 86400 if older_than is not None else None
     items = prune(results_dir, p, seconds, dry_run=True)
     if not items:
         out.print("nothing to prune")

@@ -8,8 +8,13 @@ Every config in vidcache is a dataclass whose fields carry a docstring-like `hel
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
+import numbers
+import re
+import types
+import typing
 from pathlib import Path
 from typing import Any
 
@@ -74,9 +79,132 @@ def diff_fields(a: dict, b: dict, prefix: str = "") -> list[str]:
     return out
 
 
+# ---------------------------------------------------------------------------------------------
+# Field types: a value of the wrong kind is a problem like any other, found before validate() runs,
+# so a CLI option, a plan entry or a JSON config with text where a number belongs gets one line, not
+# a TypeError from the first comparison.
+
+@functools.lru_cache(maxsize=None)
+def _hints(cls: type) -> dict:
+    try:
+        return typing.get_type_hints(cls)
+    except Exception:  # an annotation that cannot be resolved is not checked
+        return {}
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, numbers.Integral) and not isinstance(v, bool)
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, numbers.Real) and not isinstance(v, bool)
+
+
+_SCALARS = {int: (_is_int, "an integer"), float: (_is_number, "a number"), str: (lambda v: isinstance(v, str), "text"),
+            bool: (lambda v: isinstance(v, bool), "true or false")}
+
+
+def _element_kind(values: Any) -> type | None:
+    """The element type a bare `list`/`tuple` field holds, read from its default (None when mixed or empty)."""
+    if not isinstance(values, (list, tuple)) or not values:
+        return None
+    if all(_is_int(v) for v in values):
+        return int
+    if all(_is_number(v) for v in values):
+        return float
+    if all(isinstance(v, str) for v in values):
+        return str
+    return None
+
+
+def _type_ok(value: Any, hint: Any, default: Any = None) -> tuple[bool, str]:
+    """(value fits hint, what was expected); unknown hints always fit."""
+    if hint is Any or hint is None:
+        return True, ""
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(hint)
+        if value is None and type(None) in args:
+            return True, ""
+        wants = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            ok, want = _type_ok(value, arg, default)
+            if ok:
+                return True, ""
+            wants.append(want)
+        return False, " or ".join(w for w in wants if w) + (" or none" if type(None) in args else "")
+    if hint in _SCALARS:
+        test, want = _SCALARS[hint]
+        return test(value), want
+    if hint in (list, tuple) or origin in (list, tuple):
+        if not isinstance(value, (list, tuple)):
+            return False, "a list"
+        args = typing.get_args(hint)
+        if origin is tuple and args and args[-1] is not Ellipsis:
+            if len(value) != len(args):
+                return False, f"a list of {len(args)} values"
+            kinds = list(args)
+        elif args:
+            kinds = [args[0]] * len(value)
+        else:
+            kind = _element_kind(default)
+            kinds = [kind] * len(value) if kind is not None else []
+        for v, kind in zip(value, kinds):
+            ok, want = _type_ok(v, kind)
+            if not ok:
+                return False, f"a list of {_plural(want)}"
+        return True, ""
+    if hint is dict or origin is dict:
+        return isinstance(value, dict), "a table (JSON object)"
+    return True, ""  # arrays, tensors, nested classes: not a user-facing field
+
+
+def _plural(want: str) -> str:
+    return {"an integer": "integers", "a number": "numbers", "text": "text values",
+            "true or false": "true/false values"}.get(want, want)
+
+
+def type_problems(cfg: Any) -> list[str]:
+    """One message per field of a config dataclass whose value is not of its annotated type."""
+    if not dataclasses.is_dataclass(cfg):
+        return []
+    hints = _hints(type(cfg))
+    problems = []
+    for f in dataclasses.fields(cfg):
+        if f.name not in hints:
+            continue
+        default = f.default if f.default is not dataclasses.MISSING else (
+            f.default_factory() if f.default_factory is not dataclasses.MISSING else None)
+        value = getattr(cfg, f.name)
+        ok, want = _type_ok(value, hints[f.name], default)
+        if not ok:
+            problems.append(f"{f.name} must be {want}, got {value!r}")
+    return problems
+
+
+def problems_of(cfg: Any) -> list[str]:
+    """Every problem of a config: wrongly typed fields, then what its `validate()` reports.
+
+    `validate()` is written for well-typed fields; when some are not, the problems it trips over
+    (a TypeError from comparing text with a number) are left out rather than raised.
+    """
+    problems = type_problems(cfg)
+    bad = [p.split(" ", 1)[0] for p in problems]
+    if hasattr(cfg, "validate"):
+        try:
+            # A field already reported as mistyped is not reported again by validate().
+            problems += [p for p in cfg.validate() if not any(re.search(rf"\b{re.escape(b)}\b", p) for b in bad)]
+        except (TypeError, ValueError, AttributeError, IndexError):
+            if not problems:
+                raise
+    return problems
+
+
 def check(cfg: Any, what: str | None = None) -> Any:
-    """Raise one ConfigError listing every problem `cfg.validate()` reports; return cfg otherwise."""
-    problems = cfg.validate() if hasattr(cfg, "validate") else []
+    """Raise one ConfigError listing every problem of `cfg` (types, then `validate()`); return cfg otherwise."""
+    problems = problems_of(cfg)
     if problems:
         raise ConfigError(problems, what or type(cfg).__name__)
     return cfg

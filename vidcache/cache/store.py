@@ -190,10 +190,14 @@ class VerifyReport:
     ok: bool
     problems: list[str]
     checked_rows: int
+    failed_rows: int = 0
+    pending_rows: int = 0
 
     def __str__(self) -> str:
         if self.ok:
-            return f"ok: {self.checked_rows} done rows checked"
+            rest = [f"{n} {what}" for n, what in ((self.failed_rows, "failed (each with its error)"),
+                                                  (self.pending_rows, "pending")) if n]
+            return f"ok: {self.checked_rows} done rows checked" + (f"; {', '.join(rest)}" if rest else "")
         return f"{len(self.problems)} problem(s): " + "; ".join(self.problems[:20])
 
 
@@ -675,6 +679,8 @@ class Store:
             except Exception as e:
                 problems.append(f"{name}: cannot read back done rows ({type(e).__name__}: {e})")
                 continue
+            if not len(done):  # nothing finished: no data to check (every row failed or is pending)
+                continue
             flat = values.reshape(len(done), -1)
             if np.issubdtype(arr.dtype, np.floating):
                 bad = np.flatnonzero(~np.isfinite(flat.astype(np.float32)).all(axis=1))
@@ -693,7 +699,8 @@ class Store:
             missing = failed[[not str(e) for e in errs]]
             if len(missing):
                 problems.append(f"{len(missing)} failed row(s) without an error (rows {missing[:5].tolist()})")
-        return VerifyReport(ok=not problems, problems=problems, checked_rows=len(done))
+        return VerifyReport(ok=not problems, problems=problems, checked_rows=len(done), failed_rows=len(failed),
+                            pending_rows=int((st == PENDING).sum()))
 
     # ------------------------------------------------------------------ export
     def export_h5(self, path: str | Path, progress=None) -> Path:

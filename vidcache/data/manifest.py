@@ -3,13 +3,17 @@
 `label` holds class names or integer ids; `path` is absolute or relative to the manifest's folder.
 An optional fourth column `masks` names each video's folder of per-frame masks (indexed PNGs,
 DAVIS layout; see `vidcache.data.davis`), relative like `path`; empty for a video without masks.
-The class list is the sorted set of names, unless a `classes.txt` sits beside the manifest (one
-name per line, in id order), which importers write so that ids match the dataset's official ones.
+The class list is the sorted set of names, unless a class file sits beside the manifest (one name
+per line, in id order), which importers write so that ids match the dataset's official ones. Each
+manifest has its own: `train.csv` reads `train.classes.txt`, so two manifests in one folder never
+share (or overwrite) a class list; a plain `classes.txt` is read when there is no own file (the
+synthetic corpus and older layouts).
 """
 
 from __future__ import annotations
 
 import csv
+import os
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -58,18 +62,25 @@ class Manifest:
     def counts(self) -> dict[str, int]:
         return dict(sorted(Counter(self.splits).items()))
 
-    def write(self, path: str | Path, relative: bool = True) -> Path:
-        """Write `path,label,split` (label as class name when classes are known) and classes.txt."""
+    def write(self, path: str | Path, relative: bool = True, classes_file: str | None = None) -> Path:
+        """Write `path,label,split` (label as class name when classes are known) and the class file.
+
+        The class file is the manifest's own (`classes_path(path)`, e.g. `train.classes.txt`) unless
+        `classes_file` names another in the same folder; a `classes.txt` other manifests read is
+        never touched.
+        """
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         root = path.parent.resolve()
         tmp = path.with_name(path.name + ".tmp")
         def rel(p: str) -> str:
+            # Relative to the manifest's folder, as read_manifest reads it (a path relative to the
+            # current folder would point elsewhere once read back).
             if relative and p and not _is_url(p):
                 try:
-                    return str(Path(p).resolve().relative_to(root))
-                except ValueError:
-                    pass
+                    return os.path.relpath(Path(p).resolve(), root)
+                except ValueError:  # another drive: no relative path exists
+                    return str(Path(p).resolve())
             return p
 
         with open(tmp, "w", newline="") as f:
@@ -78,10 +89,21 @@ class Manifest:
             for i, (p, y, s) in enumerate(zip(self.paths, self.labels.tolist(), self.splits)):
                 label = self.classes[y] if (self.classes and y >= 0) else ("" if y < 0 else str(y))
                 w.writerow([rel(p), label, s] + ([rel(self.masks[i])] if self.masks else []))
-        tmp.replace(path)
+        own = path.parent / classes_file if classes_file else classes_path(path)
         if self.classes:
-            (path.parent / "classes.txt").write_text("\n".join(self.classes) + "\n")
+            tmp_classes = own.with_name(own.name + ".tmp")
+            tmp_classes.write_text("\n".join(self.classes) + "\n")
+            tmp_classes.replace(own)
+        else:
+            own.unlink(missing_ok=True)  # a class file left from an earlier, labelled version
+        tmp.replace(path)
         return path
+
+
+def classes_path(manifest: str | Path) -> Path:
+    """The manifest's own class file: `DIR/NAME.csv` -> `DIR/NAME.classes.txt`."""
+    manifest = Path(manifest)
+    return manifest.with_name(manifest.stem + ".classes.txt")
 
 
 def _is_url(p: str) -> bool:
@@ -123,7 +145,9 @@ def read_manifest(path: str | Path) -> Manifest:
     if not paths:
         raise DataError(f"{path}: the manifest lists no videos")
 
-    classes_file = path.parent / "classes.txt"
+    classes_file = classes_path(path)
+    if not classes_file.is_file():
+        classes_file = path.parent / "classes.txt"
     classes = [c.strip() for c in classes_file.read_text().splitlines() if c.strip()] if classes_file.is_file() else []
     named = [y for y in raw_labels if y and not _is_int(y)]
     if not classes and named:
@@ -138,7 +162,7 @@ def read_manifest(path: str | Path) -> Manifest:
         elif _is_int(y):
             labels.append(int(y))
         else:
-            problems.append(f"line {lineno}: label {y!r} is not in classes.txt")
+            problems.append(f"line {lineno}: label {y!r} is not in {classes_file.name}")
     if problems:
         raise DataError(f"{path}: " + "; ".join(problems[:10]))
     if not classes and any(y >= 0 for y in labels):

@@ -431,5 +431,5 @@ def synthesize(out_dir: str | Path, cfg: SynthConfig, progress: Callable[[int, i
                 if progress is not None:
                     progress(done, len(jobs))
     # The manifest is written last: its presence means every video is there.
-    manifest.write(out / "manifest.csv")
+    manifest.write(out / "manifest.csv", classes_file="classes.txt")
     return manifest

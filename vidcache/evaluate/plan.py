@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from vidcache.config import check, field
+from vidcache.config import check, field, problems_of, type_problems
 from vidcache.errors import ConfigError
 
 FORMATS = ("auto", "vidcache", "vjepa", "torchscript")
@@ -232,14 +232,18 @@ def _build(cls: type, data: Any, where: tuple, lines: _Lines | None, problems: l
     except TypeError as e:
         problems.append(_problem(lines, where, None, str(e)))
         return None
-    if hasattr(obj, "validate"):
-        for msg in obj.validate():
-            problems.append(_problem(lines, where, _split_problem(msg, names), msg))
+    for msg in problems_of(obj):
+        problems.append(_problem(lines, where, _split_problem(msg, names), msg))
     return obj
 
 
-def parse_plan(data: dict, base: Path | None = None, lines: _Lines | None = None, source: str = "") -> Plan:
-    """A Plan from parsed TOML data; every problem is collected and raised as one ConfigError."""
+def parse_plan(data: dict, base: Path | None = None, lines: _Lines | None = None, source: str = "",
+               need_checkpoints: bool = True) -> Plan:
+    """A Plan from parsed TOML data; every problem is collected and raised as one ConfigError.
+
+    `need_checkpoints=False` accepts a plan without `[[checkpoints]]` (`eval watch` takes its
+    checkpoints from the folder it watches).
+    """
     problems: list[str] = []
     allowed = {"run", "checkpoints", "datasets", "probes"}
     for k in data:
@@ -249,6 +253,8 @@ def parse_plan(data: dict, base: Path | None = None, lines: _Lines | None = None
 
     def entries(section: str) -> list:
         value = data.get(section, [])
+        if section == "checkpoints" and not need_checkpoints and section not in data:
+            return []
         if not isinstance(value, list) or not value:
             problems.append(f"{section}: at least one [[{section}]] entry is needed")
             return []
@@ -305,6 +311,8 @@ def parse_plan(data: dict, base: Path | None = None, lines: _Lines | None = None
         probe = ProbeSpec(type=kind, name=str(name), config=body)
         for msg in _probe_problems(probe, datasets, run):
             problems.append(_problem(lines, where, _split_problem(msg, list(body)), msg))
+        if kind == "scale":
+            problems += _scale_protocol_problems(probe, datasets, lines)
         if kind == "attentive":
             for j, d in enumerate(datasets):
                 if d.tokens == "none":
@@ -344,7 +352,33 @@ def _extract_problems(spec: DatasetSpec) -> list[str]:
 
     cfg = ClipExtractConfig(protocol=spec.protocol, tokens=spec.tokens, clip_len=spec.clip_len, stride=spec.stride,
                             crop_fraction=spec.crop_fraction, dtype=spec.dtype)
-    return cfg.validate()
+    return problems_of(cfg)
+
+
+def _scale_protocol_problems(probe: ProbeSpec, datasets: list[DatasetSpec], lines: _Lines | None) -> list[str]:
+    """A SCALE probe trains on sets of 2K distinct clips per video: every dataset's protocol must give them."""
+    from vidcache.errors import VidcacheError
+    from vidcache.extract.sampling import parse_protocol
+    from vidcache.scale.config import ScaleConfig
+
+    train = probe.config.get("train", {})
+    k = train.get("clips_per_set", ScaleConfig().clips_per_set) if isinstance(train, dict) else None
+    if not isinstance(k, int) or isinstance(k, bool) or k < 1:
+        return []  # reported with the probe's other config problems
+    out = []
+    for j, d in enumerate(datasets):
+        try:
+            clips = parse_protocol(d.protocol).num_clips
+        except VidcacheError:
+            continue  # reported as the dataset's protocol problem
+        if clips < 2 * k:
+            out.append(_problem(lines, ("datasets", j), "protocol",
+                                f"probe {probe.name!r} is SCALE with clips_per_set = {k} and needs {2 * k} clips per "
+                                f"video, but protocol {d.protocol!r} of dataset {d.name!r} gives {clips}: " + (
+                                    f"use protocol = \"random:{max(2 * k, 16)}:0\" or lower the probe's "
+                                    f"train.clips_per_set" if lines is not None else
+                                    f"use --protocol random:{max(2 * k, 16)}:0")))
+    return out
 
 
 def _probe_problems(probe: ProbeSpec, datasets: list[DatasetSpec], run: RunSpec) -> list[str]:
@@ -352,7 +386,8 @@ def _probe_problems(probe: ProbeSpec, datasets: list[DatasetSpec], run: RunSpec)
 
     if any(k in probe.config for k in SPLIT_KEYS):
         return [f"split names belong to the dataset ([[datasets]] {', '.join(SPLIT_KEYS)}), not the probe"]
-    ds = datasets[0] if datasets else DatasetSpec(name="x", manifest="x")
+    # A dataset whose own fields are mistyped is reported there, not again under every probe.
+    ds = next((d for d in datasets if not type_problems(d)), DatasetSpec(name="x", manifest="x"))
     plan = Plan([], [], [], run)
     try:
         plan.probe_config(probe, ds)
@@ -363,8 +398,10 @@ def _probe_problems(probe: ProbeSpec, datasets: list[DatasetSpec], run: RunSpec)
     return []
 
 
-def load_plan(path: str | Path) -> Plan:
-    """Read and validate a plan TOML file; relative paths in it are relative to the file."""
+def load_plan(path: str | Path, need_checkpoints: bool = True) -> Plan:
+    """Read and validate a plan TOML file; relative paths in it are relative to the file.
+
+    `need_checkpoints=False`: a plan of datasets and probes only is fine (see `parse_plan`)."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError([f"no such plan file: {path}"], "plan")
@@ -381,7 +418,8 @@ def load_plan(path: str | Path) -> Plan:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         raise ConfigError([f"{path}: not valid TOML: {e}"], "plan") from None
-    return parse_plan(data, base=path.parent, lines=_Lines(text), source=str(path))
+    return parse_plan(data, base=path.parent, lines=_Lines(text), source=str(path),
+                      need_checkpoints=need_checkpoints)
 
 
 def plan_from_flags(checkpoints: list[str], manifest: str, probes: list[str], *, dataset: str = "",

@@ -72,6 +72,27 @@ def needed_stores(plan: Plan, results_dir: str | Path) -> set[str]:
     return out
 
 
+_UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 7 * 86400.0}
+
+
+def parse_duration(text: str | float) -> float:
+    """Seconds in an age such as `30d`, `12h`, `45m`, `90s` or `2w`; a bare number counts days.
+
+    Negative or malformed ages raise a one-line VidcacheError.
+    """
+    raw = str(text).strip().lower()
+    unit = raw[-1:] if raw[-1:] in _UNITS else "d"
+    number = raw[:-1] if raw[-1:] in _UNITS else raw
+    try:
+        value = float(number)
+    except ValueError:
+        raise VidcacheError(f"--older-than {text!r} is not an age; give a number with a unit: 30d, 12h, 45m or 90s "
+                            f"(a bare number counts days)") from None
+    if not value >= 0 or value == float("inf"):
+        raise VidcacheError(f"--older-than {text!r} must be a finite age >= 0 (e.g. 30d)")
+    return value * _UNITS[unit]
+
+
 def prune(results_dir: str | Path, plan: Plan | None = None, older_than_s: float | None = None,
           dry_run: bool = True) -> list[PruneItem]:
     """The stores to delete (deleted unless `dry_run`): not needed by `plan`, and/or unused for longer
@@ -81,6 +102,8 @@ def prune(results_dir: str | Path, plan: Plan | None = None, older_than_s: float
     root = results_dir / "stores"
     if plan is None and older_than_s is None:
         raise VidcacheError("prune needs a plan (--plan, keep what it needs) or an age (--older-than)")
+    if older_than_s is not None and not older_than_s >= 0:
+        raise VidcacheError(f"older_than_s must be >= 0, got {older_than_s}")
     if not root.is_dir():
         return []
     needed = needed_stores(plan, results_dir) if plan is not None else None

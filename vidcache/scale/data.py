@@ -20,6 +20,14 @@ from torch import Tensor
 from vidcache.errors import DataError
 
 
+def check_set_size(num_clips: int, clips_per_set: int) -> None:
+    """Refuse a set size the store's clips cannot fill (2K distinct clips per video)."""
+    if 2 * clips_per_set > num_clips:
+        raise DataError(f"SCALE needs 2K = {2 * clips_per_set} distinct clips per video but the store has "
+                        f"{num_clips}; extract the training store with --protocol random:{2 * clips_per_set}:SEED "
+                        f"or lower clips_per_set")
+
+
 def sample_sets(batch: int, num_clips: int, clips_per_set: int, num_masked: int,
                 generator: torch.Generator, mask_ratio: float | None = None) -> tuple[Tensor, Tensor]:
     """Clip indices [batch, 2, K] (2K distinct per video) and masks [batch, 2, K] bool.
@@ -29,9 +37,7 @@ def sample_sets(batch: int, num_clips: int, clips_per_set: int, num_masked: int,
     fully masked and never unmasked.
     """
     K = clips_per_set
-    if 2 * K > num_clips:
-        raise DataError(f"SCALE needs 2K = {2 * K} distinct clips per video but the store has {num_clips}; "
-                        f"extract the training store with --protocol random:{2 * K}:SEED or lower clips_per_set")
+    check_set_size(num_clips, K)
     if mask_ratio is None and not 1 <= num_masked < K:
         raise DataError(f"num_masked must be in [1, {K - 1}] for sets of {K} clips (got {num_masked})")
     order = torch.rand(batch, num_clips, generator=generator).argsort(dim=1)

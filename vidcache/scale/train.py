@@ -29,7 +29,7 @@ from vidcache.config import check, config_hash, diff_fields, from_dict, hashed_d
 from vidcache.device import resolve_device
 from vidcache.errors import StoreError
 from vidcache.scale.config import ScaleConfig
-from vidcache.scale.data import ClipSets, embedding_stats
+from vidcache.scale.data import ClipSets, check_set_size, embedding_stats
 from vidcache.scale.losses import pretext_loss
 from vidcache.scale.model import SCALEModel
 
@@ -84,8 +84,13 @@ def train_scale(emb: np.ndarray, box: np.ndarray, cfg: ScaleConfig, out_dir: str
     info = {"vidcache": vidcache.__version__, "scale": to_dict(cfg), "in_dim": in_dim, "source": source,
             "run_hash": run_hash, "num_videos": int(emb.shape[0]), "num_clips": int(emb.shape[1])}
 
+    # Everything that can refuse the run is checked before the folder is touched, so a refused
+    # command leaves nothing that blocks the corrected one.
+    check_set_size(int(emb.shape[1]), cfg.clips_per_set)
+    data = ClipSets.from_arrays(emb, box, device)
     state = None
-    if (out / CONFIG_FILE).exists():
+    started = (out / STATE_FILE).exists() or (out / MODEL_FILE).exists()
+    if (out / CONFIG_FILE).exists() and started:  # a folder without a checkpoint holds no work to keep
         old = json.loads((out / CONFIG_FILE).read_text())
         if old.get("run_hash") != run_hash and not overwrite:
             changed = diff_fields({"scale": hashed_dict(from_dict(ScaleConfig, old.get("scale", {}))),
@@ -105,7 +110,6 @@ def train_scale(emb: np.ndarray, box: np.ndarray, cfg: ScaleConfig, out_dir: str
     save_json(info, out / CONFIG_FILE)
 
     torch.manual_seed(cfg.seed)
-    data = ClipSets.from_arrays(emb, box, device)
     model = SCALEModel.from_config(in_dim, cfg)
     model.predictor.set_stats(*embedding_stats(emb) if cfg.standardize
                               else (torch.zeros(in_dim), torch.ones(in_dim)))
