@@ -649,14 +649,15 @@ def _register_scale() -> None:
         out.print(f"SCALE run in {output} (model.pt, config.json, metrics.jsonl)")
 
     def evaluate(cfg: dict, run: Path, train_store: str, eval_store: str, output: Optional[Path],
-                 storage_option: List[str]) -> None:
+                 storage_option: List[str], allow_mismatch: bool) -> None:
         from vidcache.config import from_dict
         from vidcache.scale.evaluate import evaluate_run, results_table
 
         config = from_dict(ScaleEvalConfig, cfg, "scale eval config")
         _use_storage_options(storage_option, train_store, eval_store)
         summary = evaluate_run(_exists(run, "SCALE run"), train_store, eval_store, output, config,
-                               progress=lambda row, res: console.print(f"  {row} done"))
+                               progress=lambda row, res: console.print(f"  {row} done"),
+                               allow_mismatch=allow_mismatch)
         out.print(f"SCALE run trained with the {summary['loss_form']} loss form")
         out.print(results_table(summary))
 
@@ -673,6 +674,8 @@ def _register_scale() -> None:
         _param("eval_store", str, typer.Option(..., help="clip store (e.g. 5x3) to evaluate on")),
         _param("output", Optional[Path], typer.Option(None, "-o", "--output", help="results folder (RUN/eval)")),
         _storage_option_param(),
+        _param("allow_mismatch", bool, typer.Option(False, help="evaluate although the stores (or the run's "
+                                                                "training store) differ in classes or extraction")),
     ], help="Linear / MLP / kNN / Transformer / SCALE_linear / SCALE_kNN / SCALE_ft in one table. "
             "Library: `vidcache.scale.evaluate_run`.")
 

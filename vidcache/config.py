@@ -187,19 +187,32 @@ def type_problems(cfg: Any) -> list[str]:
 def problems_of(cfg: Any) -> list[str]:
     """Every problem of a config: wrongly typed fields, then what its `validate()` reports.
 
-    `validate()` is written for well-typed fields; when some are not, the problems it trips over
-    (a TypeError from comparing text with a number) are left out rather than raised.
+    `validate()` is written for well-typed fields, so it runs on a copy whose mistyped fields hold
+    their defaults; its messages about those fields are left out (the type problem stands for them).
     """
     problems = type_problems(cfg)
+    if not hasattr(cfg, "validate"):
+        return problems
     bad = [p.split(" ", 1)[0] for p in problems]
-    if hasattr(cfg, "validate"):
+    probe = cfg
+    if bad:
+        defaults = {}
+        for f in dataclasses.fields(cfg):
+            if f.name in bad and f.default is not dataclasses.MISSING:
+                defaults[f.name] = f.default
+            elif f.name in bad and f.default_factory is not dataclasses.MISSING:
+                defaults[f.name] = f.default_factory()
         try:
-            # A field already reported as mistyped is not reported again by validate().
-            problems += [p for p in cfg.validate() if not any(re.search(rf"\b{re.escape(b)}\b", p) for b in bad)]
-        except (TypeError, ValueError, AttributeError, IndexError):
-            if not problems:
-                raise
-    return problems
+            probe = dataclasses.replace(cfg, **defaults)
+        except Exception:  # a __post_init__ that cannot take the defaults: report the types alone
+            return problems
+    try:
+        found = probe.validate()
+    except (TypeError, ValueError, AttributeError, IndexError):
+        if not problems:
+            raise
+        return problems
+    return problems + [p for p in found if not any(re.search(rf"\b{re.escape(b)}\b", p) for b in bad)]
 
 
 def check(cfg: Any, what: str | None = None) -> Any:

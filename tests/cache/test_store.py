@@ -277,3 +277,14 @@ def test_arrays_carry_dimension_names(tmp_path):
     assert dims == {"clips/emb": ("videos", "clips", "dim"), "clips/box": ("videos", "clips", "coord"),
                     "clips/tokens": ("videos", "clips", "tokens", "dim"), "clips/cls": ("videos", "cls_1", "cls_2"),
                     "clips/named": ("videos", "views"), "videos/status": ("videos",), "videos/path": ("videos",)}
+
+
+def test_verify_a_store_without_done_rows(tmp_path, rng):
+    """Every video failed (a manifest of broken files): nothing to check, and no crash."""
+    store = Store.create(tmp_path / "s.zarr", "clips", make_manifest(8), {"a": 1}, ARRAYS, videos_per_block=4)
+    store.write_block(0, fake_block(store, 0, rng), [FAILED] * 4, ["not a video file"] * 4)
+    report = store.verify()
+    assert report.ok and report.checked_rows == 0 and report.failed_rows == 4 and report.pending_rows == 4
+    assert str(report) == "ok: 0 done rows checked; 4 failed (each with its error), 4 pending"
+    empty = Store.create(tmp_path / "e.zarr", "clips", make_manifest(4), {"a": 1}, ARRAYS, videos_per_block=4)
+    assert empty.verify().ok and empty.verify().checked_rows == 0

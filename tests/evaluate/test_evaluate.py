@@ -247,3 +247,82 @@ def test_prune_lists_then_removes_stores_the_plan_no_longer_needs(tmp_path, synt
     # Its results stay: rerunning the full plan reuses them without re-extracting.
     again = run_plan(both, tmp_path / "res")
     assert all(r["cached"] for r in again) and not Path(store_a).exists()
+
+
+def test_wrongly_typed_plan_fields_get_line_numbered_problems(tmp_path, synth_corpus):
+    manifest, _ = synth_corpus
+    (tmp_path / "plan.toml").write_text(f"""[[checkpoints]]
+backbone = "tiny"
+
+[[datasets]]
+name = "synth"
+manifest = "{manifest}"
+val_fraction = "x"
+
+[[probes]]
+type = "linear"
+epochs = "20"
+lrs = ["a"]
+""")
+    with pytest.raises(ConfigError) as err:
+        load_plan(tmp_path / "plan.toml")
+    assert sorted(err.value.problems) == ["line 11: probes[0].epochs: epochs must be an integer, got '20'",
+                                          "line 12: probes[0].lrs: lrs must be a list of numbers, got ['a']",
+                                          "line 7: datasets[0].val_fraction: val_fraction must be a number, got 'x'"]
+
+
+def test_scale_probe_the_protocol_cannot_feed_is_refused_before_work(tmp_path, synth_corpus):
+    manifest, _ = synth_corpus
+    data = {"checkpoints": [{"backbone": "tiny"}],
+            "datasets": [{"name": "synth", "manifest": str(manifest), "protocol": "1x1"}],
+            "probes": [{"type": "scale", "train": {"clips_per_set": 2}}]}
+    with pytest.raises(ConfigError, match="clips_per_set = 2 and needs 4 clips per video, but protocol '1x1'"):
+        parse_plan(data)
+    data["datasets"][0]["protocol"] = "uniform:4"
+    assert parse_plan(data).probes[0].type == "scale"
+    from vidcache.evaluate.plan import plan_from_flags
+
+    with pytest.raises(ConfigError, match="use --protocol random:16:0"):  # the flags form's default 1x1
+        plan_from_flags(["tiny"], str(manifest), ["scale"])
+
+
+def test_watch_takes_a_plan_of_datasets_and_probes(tmp_path, synth_corpus):
+    manifest, _ = synth_corpus
+    (tmp_path / "plan.toml").write_text(f"""[[datasets]]
+name = "synth"
+manifest = "{manifest}"
+protocol = "1x1"
+
+[[probes]]
+type = "knn"
+ks = [3]
+""")
+    with pytest.raises(ConfigError, match="at least one \\[\\[checkpoints\\]\\]"):
+        load_plan(tmp_path / "plan.toml")  # `eval run` needs checkpoints
+    plan = load_plan(tmp_path / "plan.toml", need_checkpoints=False)
+    assert plan.checkpoints == [] and [p.type for p in plan.probes] == ["knn"]
+    plan.run.workers, plan.run.batch_size = 0, 8
+    folder = tmp_path / "train"
+    folder.mkdir()
+    save_tiny(folder / "ckpt_000100.pt", seed=0, step=100)
+    done = watch(folder, plan, tmp_path / "res", poll_s=0.01, settle_polls=1, max_polls=1)
+    assert [Path(p).name for p in done] == ["ckpt_000100.pt"]
+
+
+@pytest.mark.parametrize("text, seconds", [("30d", 30 * 86400), ("12h", 12 * 3600), ("45m", 2700), ("90s", 90),
+                                           ("2w", 14 * 86400), ("1.5", 1.5 * 86400), (" 0d ", 0)])
+def test_prune_ages_are_durations(text, seconds):
+    from vidcache.evaluate.prune import parse_duration
+
+    assert parse_duration(text) == seconds
+
+
+@pytest.mark.parametrize("text", ["-1d", "-5", "abc", "30x", "", "inf", "nan"])
+def test_prune_refuses_negative_or_malformed_ages(text, tmp_path):
+    from vidcache.errors import VidcacheError
+    from vidcache.evaluate.prune import parse_duration
+
+    with pytest.raises(VidcacheError, match="--older-than"):
+        parse_duration(text)
+    with pytest.raises(VidcacheError, match="older_than_s must be >= 0"):
+        prune(tmp_path, older_than_s=-1.0)

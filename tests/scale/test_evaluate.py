@@ -214,3 +214,51 @@ def test_cli_scale_eval_prints_the_loss_form(tmp_path, capsys):
         main(["scale", "train", store.url, "-o", str(tmp_path / "bad"), "--loss-form", "paper"])
     assert e.value.code == 2 and "loss_form must be one of official, thesis" in capsys.readouterr().err
     assert not (tmp_path / "bad").exists()
+
+
+def _extraction(backbone="tiny", weights="w0", protocol="uniform:8", crop_fraction=1.0):
+    return {"extract": {"backbone": backbone, "protocol": protocol, "tokens": "none", "crop_fraction": crop_fraction},
+            "backbone": {"name": backbone, "weights": weights}, "clip_len": 8, "store_dtype": "float16"}
+
+
+def _store_with(path, data, classes, config):
+    st = _store(path, data, classes)
+    st = type(st).open(st.url, mode="r+")
+    st.group.attrs.update({"config": config, "config_hashed": config})
+    return type(st).open(st.url)
+
+
+def test_evaluate_run_refuses_stores_of_another_dataset_or_extraction(tmp_path):
+    """Train and eval stores (and the run's own training store) must hold one dataset's classes and
+    one extraction's features; protocol and tokens may differ. --allow-mismatch evaluates anyway."""
+    from vidcache.errors import StoreError
+    from vidcache.scale.config import ScaleConfig
+    from vidcache.scale.train import train_from_store
+
+    data = {"train": rotation_data(32, 0, C=8), "val": rotation_data(8, 1, C=8), "test": rotation_data(8, 2, C=8)}
+    train = _store_with(tmp_path / "train.zarr", data, ["ccw", "cw"], _extraction(protocol="random:8:0"))
+    train_from_store(train.url, tmp_path / "run",
+                     ScaleConfig(hidden_dim=16, num_heads=2, head_hidden=16, proj_dim=8, clips_per_set=4,
+                                 epochs=1, batch_size=16, device="cpu"))
+    cfg = _cfg(rows=["knn"])
+    same = _store_with(tmp_path / "same.zarr", data, ["ccw", "cw"], _extraction(protocol="5x3"))
+    assert evaluate_run(tmp_path / "run", train.url, same.url, tmp_path / "ok", cfg=cfg)["rows"]["knn"]
+    cases = {
+        "classes.zarr": (["ccw", "cw", "still"], _extraction(), "has classes \\[ccw, cw\\] .* has \\[ccw, cw, still\\]"),
+        "backbone.zarr": (["ccw", "cw"], _extraction(backbone="tiny_frame"), "backbone.name \\('tiny' != 'tiny_frame'\\)"),
+        "weights.zarr": (["ccw", "cw"], _extraction(weights="w1"), "backbone.weights"),
+        "crop.zarr": (["ccw", "cw"], _extraction(crop_fraction=0.875), "extract.crop_fraction"),
+    }
+    for name, (classes, config, message) in cases.items():
+        other = _store_with(tmp_path / name, data, classes, config)
+        with pytest.raises(StoreError, match=message) as err:
+            evaluate_run(tmp_path / "run", train.url, other.url, tmp_path / name.replace(".zarr", ""), cfg=cfg)
+        text = str(err.value)
+        assert "\n" not in text and train.url in text and other.url in text and "--allow-mismatch" in text
+        assert not (tmp_path / name.replace(".zarr", "")).exists()  # refused before any work
+        # The override evaluates anyway.
+        evaluate_run(tmp_path / "run", train.url, other.url, tmp_path / "forced", cfg=cfg, allow_mismatch=True)
+    # Heads trained on another extraction than the run's training store: refused too.
+    other = _store_with(tmp_path / "other_train.zarr", data, ["ccw", "cw"], _extraction(backbone="tiny_frame"))
+    with pytest.raises(StoreError, match="SCALE run .* was trained on .*train.zarr whose features differ"):
+        evaluate_run(tmp_path / "run", other.url, other.url, tmp_path / "x", cfg=cfg)

@@ -123,3 +123,20 @@ def test_train_from_store(tmp_path):
     info = json.loads((tmp_path / "run" / "config.json").read_text())
     assert info["num_videos"] == 11  # 12 train videos, one failed
     assert info["source"]["config_hash"] == st.config_hash and info["source"]["classes"] == ["a", "b"]
+
+
+def test_a_refused_run_writes_nothing_and_never_blocks_the_corrected_one(tmp_path):
+    """Sets the store cannot fill are refused before the run folder is touched; a folder left with
+    a config but no checkpoint (by an earlier version) holds no work and does not block either."""
+    from vidcache.errors import DataError
+
+    emb, box = _data(C=4)
+    with pytest.raises(DataError, match="2K = 8 distinct clips"):
+        train_scale(emb, box, _cfg(clips_per_set=4), tmp_path / "run")
+    assert not (tmp_path / "run").exists()
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "config.json").write_text(json.dumps({"run_hash": "another", "scale": {}}))
+    (tmp_path / "run" / "metrics.jsonl").write_text('{"epoch": 1, "loss": 1.0}\n')
+    train_scale(emb, box, _cfg(clips_per_set=2, epochs=1), tmp_path / "run")
+    assert (tmp_path / "run" / MODEL_FILE).exists()
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["scale"]["clips_per_set"] == 2

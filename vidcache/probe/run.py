@@ -38,10 +38,13 @@ def make_config(name: str, **overrides) -> Any:
     return from_dict(cls, {**dataclasses.asdict(cls()), **overrides}, f"{name} probe config")
 
 
-def _splits(store_or_data: Any, probe: type, cfg) -> tuple[dict[str, ProbeData], dict]:
+def _splits(store_or_data: Any, probe: type, cfg, allow_mismatch: bool = False) -> tuple[dict[str, ProbeData], dict]:
     """{"train", "val", "test"?} as ProbeData, plus store facts for results.json."""
     meta: dict = {}
-    if isinstance(store_or_data, dict):
+    if isinstance(store_or_data, dict) and any(not isinstance(v, ProbeData) for v in store_or_data.values()
+                                               if v is not None):
+        data, meta = _splits_from_stores(store_or_data, probe, cfg, allow_mismatch)
+    elif isinstance(store_or_data, dict):
         data = {k: v for k, v in store_or_data.items() if v is not None}
         if cfg.train_split not in data and "train" in data:
             data[cfg.train_split] = data["train"]
@@ -120,17 +123,48 @@ def feature_arrays(store: Any, probe: type, cfg) -> tuple[str, ...]:
     return tuple(feature_key(name) if a == "emb" else a for a in probe.arrays)
 
 
+def _splits_from_stores(stores: dict, probe: type, cfg, allow_mismatch: bool) -> tuple[dict[str, ProbeData], dict]:
+    """{"train": store, "val": store?, "test": store?}: each role's split read from its own store.
+
+    Without a val store, val comes from the train store when it has that split. The stores must
+    hold one dataset's classes and features of one extraction (`vidcache.cache.compat`), unless
+    `allow_mismatch`.
+    """
+    from vidcache.cache.compat import check_compatible
+    from vidcache.cache.store import Store
+
+    if stores.get("train") is None:
+        raise DataError("no 'train' store given; the probe needs one to train on")
+    opened = {role: Store.open(str(st), kind="clips") if isinstance(st, (str, Path)) else st
+              for role, st in stores.items() if st is not None}
+    train = opened["train"]
+    for role, st in opened.items():
+        if role != "train" and st is not train:
+            check_compatible(train, st, "train store", f"{role} store", allow=allow_mismatch)
+    names = {"train": cfg.train_split, "val": cfg.val_split, "test": cfg.test_split}
+    if "val" not in opened and cfg.val_split in set(np.asarray(train.group["videos/split"][:]).tolist()):
+        opened["val"] = train
+    arrays = feature_arrays(train, probe, cfg)
+    data = {names[role]: load_split(st, names[role], arrays, key=arrays[0])
+            for role, st in opened.items() if names.get(role)}
+    meta = {"store": {role: getattr(st, "url", "") for role, st in opened.items()},
+            "config_hash": getattr(train, "config_hash", ""), "classes": list(getattr(train, "classes", []) or [])}
+    return data, meta
+
+
 def _num_classes(data: dict[str, ProbeData], classes: list[str]) -> int:
     seen = max(int(d.y.max()) for d in data.values() if d is not None and len(d)) + 1
     return max(len(classes), seen)
 
 
 def run_probe(name: str, store_or_data: Any, out_dir: str | Path | None, cfg: Any = None,
-              progress: Any = None, info: dict | None = None) -> dict:
+              progress: Any = None, info: dict | None = None, allow_mismatch: bool = False) -> dict:
     """Fit probe `name` on train, select on val, report on test; write results and weights to out_dir.
 
-    `store_or_data`: a clip store (path or opened `Store`) or a dict {"train", "val", "test"} of
-    ProbeData. `progress`: a rich Progress to advance, True for a fresh one, or None. With
+    `store_or_data`: a clip store (path or opened `Store`), a dict {"train", "val", "test"} of
+    ProbeData, or such a dict of stores (each role's split read from its store; stores of different
+    classes or extractions are refused unless `allow_mismatch`). `progress`: a rich Progress to
+    advance, True for a fresh one, or None. With
     `cfg.shots` / `cfg.fraction` the fit is repeated over `cfg.repeats` seeds on class-balanced
     subsets of train and test metrics are reported as mean and std. `info` is recorded in
     results.json as given (e.g. the preset). Returns the results dict.
@@ -138,7 +172,7 @@ def run_probe(name: str, store_or_data: Any, out_dir: str | Path | None, cfg: An
     t0 = time.perf_counter()
     cls = probe_class(name)
     cfg = check(cfg if cfg is not None else cls.Config())
-    data, meta = _splits(store_or_data, cls, cfg)
+    data, meta = _splits(store_or_data, cls, cfg, allow_mismatch)
     load_s = time.perf_counter() - t0
     warnings: list[str] = []
     classes = meta.get("classes") or data["train"].classes

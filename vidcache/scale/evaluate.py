@@ -243,9 +243,18 @@ def _has_split(store, split: str) -> bool:
     return split in set(np.asarray(store.group["videos/split"][:]).tolist())
 
 
-def load_splits(train_store: Any, eval_store: Any, cfg: ScaleEvalConfig) -> tuple[dict[str, ProbeData], dict]:
-    """{"train", "val", "test"} ProbeData with boxes, and where each came from."""
+def load_splits(train_store: Any, eval_store: Any, cfg: ScaleEvalConfig,
+                allow_mismatch: bool = False) -> tuple[dict[str, ProbeData], dict]:
+    """{"train", "val", "test"} ProbeData with boxes, and where each came from.
+
+    Stores of different class lists or extractions (backbone, weights, preprocessing) are refused
+    unless `allow_mismatch`; their sampling protocols may differ.
+    """
+    from vidcache.cache.compat import check_compatible
+
     tr, ev = _open(train_store), _open(eval_store)
+    if hasattr(tr, "attrs") and hasattr(ev, "attrs"):
+        check_compatible(tr, ev, "train store", "eval store", allow=allow_mismatch)
     where = {"train": f"{tr.url}:{cfg.train_split}", "test": f"{ev.url}:{cfg.test_split}"}
     train = load_split(tr, cfg.train_split, ("emb",), extras=("box",))
     test = load_split(ev, cfg.test_split, ("emb",), extras=("box",))
@@ -344,16 +353,23 @@ def _mlp_ratio(p: SCALEPredictor) -> float:
 
 
 def evaluate_run(run_dir: str | Path, train_store: Any, eval_store: Any, out_dir: str | Path | None = None,
-                 cfg: ScaleEvalConfig | None = None, progress=None) -> dict:
+                 cfg: ScaleEvalConfig | None = None, progress=None, allow_mismatch: bool = False) -> dict:
     """`vidcache scale eval RUN --train-store S1 --eval-store S2`: the table, written to results.json.
 
     Heads train on S1's train split, select on a val split (S1's, else S2's, else a held-out part
-    of train) and report on S2's test split. `out_dir` defaults to RUN/eval.
+    of train) and report on S2's test split. `out_dir` defaults to RUN/eval. S1 and S2 must hold
+    the same classes and features of the same extraction as each other and as the store the run
+    was trained on (`--allow-mismatch` / `allow_mismatch=True` skips these checks).
     """
+    from vidcache.cache.compat import check_source
+
     cfg = check(cfg or ScaleEvalConfig(), "SCALE eval config")
     t0 = time.perf_counter()
     model, scfg, info = load_run(run_dir)
-    data, meta = load_splits(train_store, eval_store, cfg)
+    tr = _open(train_store)
+    if hasattr(tr, "attrs"):
+        check_source(info.get("source", {}), tr, f"SCALE run {run_dir}", "train store", allow=allow_mismatch)
+    data, meta = load_splits(tr, eval_store, cfg, allow_mismatch=allow_mismatch)
     out = Path(out_dir) if out_dir is not None else Path(run_dir) / "eval"
     src = info.get("source", {}).get("classes") or []
     if src and meta["classes"] and src != meta["classes"]:

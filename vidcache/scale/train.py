@@ -188,8 +188,11 @@ def train_from_store(store: str | Path, out_dir: str | Path, cfg: ScaleConfig, o
     check(cfg, "SCALE config")
     st = open_store(store)
     arrays = st.load(arrays=("emb", "box"), split=None if cfg.split == "all" else cfg.split)
+    from vidcache.cache.compat import feature_identity
+
+    # `features` lets `scale eval` refuse stores of another extraction; it is not part of the run hash.
     source = {"store": str(store), "config_hash": st.config_hash, "classes": list(st.classes),
-              "split": cfg.split}
+              "split": cfg.split, "features": feature_identity(st)}
     return train_scale(arrays["emb"], arrays["box"], cfg, out_dir, source=source, overwrite=overwrite,
                        progress=progress)
 
