@@ -205,3 +205,38 @@ def test_sigkill_during_store_creation_then_rerun_equals_uninterrupted(synth_cor
     assert r.returncode == 0, r.stderr
     assert_same_store(ref, tmp_path / "s.zarr")
     assert Store.open(tmp_path / "s.zarr").verify().ok
+
+
+_CTRL_C_SCRIPT = """
+import sys, time
+from vidcache.extract.pool import WorkerPool
+
+def slow(x):
+    time.sleep(30)
+    return x
+
+try:
+    with WorkerPool(slow, workers=2, timeout_s=60, start_method="fork") as pool:
+        print("started", flush=True)
+        list(pool.imap((i, (i,)) for i in range(4)))
+except KeyboardInterrupt:
+    print("interrupted", file=sys.stderr)
+    sys.exit(130)
+"""
+
+
+def test_ctrl_c_reaches_the_parent_only_workers_stay_silent(tmp_path):
+    """Ctrl-C signals the whole foreground process group: the workers must not print tracebacks."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen([sys.executable, "-c", _CTRL_C_SCRIPT], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, start_new_session=True)
+    assert proc.stdout.readline().strip() == "started"
+    time.sleep(1.0)  # the workers are inside their first task
+    os.killpg(proc.pid, signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130
+    assert err.strip() == "interrupted", err

@@ -377,6 +377,13 @@ def _make_video(cfg: SynthConfig, index: int, name: str, path: Path) -> None:
     write_mp4(path, video, cfg.fps, cfg.crf)
 
 
+def _ignore_sigint() -> None:
+    """Worker initializer: Ctrl-C is the parent's to report (one line), not each worker's traceback."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 def synthesize(out_dir: str | Path, cfg: SynthConfig, progress: Callable[[int, int], None] | None = None,
                overwrite: bool = False, workers: int = 1) -> Manifest:
     """Write the corpus: `videos/<class>/<index>.mp4`, `manifest.csv`, `classes.txt`, `synth.json`
@@ -424,7 +431,7 @@ def synthesize(out_dir: str | Path, cfg: SynthConfig, progress: Callable[[int, i
     else:
         from concurrent.futures import ProcessPoolExecutor, as_completed
 
-        with ProcessPoolExecutor(workers) as pool:
+        with ProcessPoolExecutor(workers, initializer=_ignore_sigint) as pool:
             futures = [pool.submit(_make_video, cfg, i, name, p) for i, name, p in jobs]
             for done, fut in enumerate(as_completed(futures), start=1):
                 fut.result()

@@ -23,6 +23,7 @@ from __future__ import annotations
 import faulthandler
 import multiprocessing as mp
 import os
+import signal
 import time
 from collections import deque
 from dataclasses import dataclass
@@ -58,6 +59,9 @@ def _worker_main(fn: Callable, conn, threads: int) -> None:
     # A decoder that segfaults is reported by the parent as a failed video; a Python stack dump
     # of the dying worker (inherited from pytest or -X faulthandler) would only be noise.
     faulthandler.disable()
+    # Ctrl-C goes to the whole process group: the parent stops the run (and these workers) and
+    # says so in one line; a worker's own KeyboardInterrupt traceback would only be noise.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     torch.set_num_threads(threads)
     os.environ["OMP_NUM_THREADS"] = str(threads)
     while True:
