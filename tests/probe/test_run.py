@@ -161,3 +161,27 @@ def test_train_store_trains_on_cached_augmented_views(synth_corpus, tmp_path):
     with pytest.raises(DataError, match="another backbone"):
         run_probe("attentive", str(tmp_path / "eval.zarr"), None,
                   make_config("attentive", num_heads=4, epochs=1, device="cpu", train_store=str(tmp_path / "other.zarr")))
+
+
+def test_probe_on_separate_train_and_test_stores_checks_they_match(tmp_path):
+    """A dict of stores trains on one and reports on the other, if they hold one dataset's classes
+    and one extraction's features; otherwise one line names both, unless allow_mismatch."""
+    from vidcache.cache import Store
+    from vidcache.errors import StoreError
+
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    train, test = make_store(tmp_path / "a"), make_store(tmp_path / "b")
+    res = run_probe("knn", {"train": train.url, "test": test.url}, None, make_config("knn", ks=[3]))
+    assert res["test"]["top1"] > 50
+    other = Store.open(test.url, mode="r+")
+    other.group.attrs.update({"classes": ["a", "b", "z"]})
+    with pytest.raises(StoreError, match="train store .* has classes \\[a, b, c\\] .* but test store .* has "
+                                         "\\[a, b, z\\]") as err:
+        run_probe("knn", {"train": train.url, "test": test.url}, None, make_config("knn", ks=[3]))
+    assert "\n" not in str(err.value) and "--allow-mismatch" in str(err.value)
+    other.group.attrs.update({"classes": ["a", "b", "c"], "config_hashed": {"backbone": "another"}})
+    with pytest.raises(StoreError, match="different extractions \\(backbone \\('test' != 'another'\\)\\)"):
+        run_probe("knn", {"train": train.url, "test": test.url}, None, make_config("knn", ks=[3]))
+    assert run_probe("knn", {"train": train.url, "test": test.url}, None, make_config("knn", ks=[3]),
+                     allow_mismatch=True)["test"]["top1"] > 50
