@@ -47,9 +47,9 @@ def make_backbone(name: str):
 
 
 def measure(report: Report, name: str, backbone, manifest, device: torch.device, workers: int, batch: int,
-            protocol: str, tmp: Path, repeat: int = 2) -> None:
+            protocol: str, tmp: Path, repeat: int = 2, dtype: str = "fp32") -> None:
     cfg = ClipExtractConfig(backbone=name, protocol=protocol, workers=workers, batch_size=batch,
-                            device=str(device))
+                            device=str(device), dtype=dtype)
     job = ClipJob(cfg, backbone.to(device), device)
     n_videos = len(manifest)
     C = job.C

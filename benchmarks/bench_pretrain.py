@@ -6,8 +6,10 @@ Figures (one run, side by side, on the synthetic corpus):
 - training steps/s of a ViT-S V-JEPA step fed by each loader (target >= 2 on a GPU; on a CPU the
   model's compute dominates both and the ratio is near 1);
 - learning: vit_micro pretrained for a bounded number of steps vs the same model at its random
-  initialisation (the run's step-0 checkpoint), both extracted as `vidcache:` backbones and probed
-  (kNN and linear) on the motion classes only, which a single frame cannot solve.
+  initialisation (the run's step-0 checkpoint), both extracted as `vidcache:` backbones (with their
+  tokens) and probed with kNN, linear and the attentive probe (the V-JEPA paper's protocol) on the
+  motion classes only, which a single frame cannot solve, and on an appearance task of real footage
+  (which photograph or camera clip a pan shows, `benchmarks/real_footage.py`).
 
     python -m benchmarks.bench_pretrain [--quick] [--device cuda]
 """
@@ -113,47 +115,64 @@ def train_steps_per_s(url: str, kind: str, out: Path, *, model: str, num_frames:
     return steps / seconds
 
 
-def motion_probes(store_url: str) -> dict[str, float]:
-    """kNN and linear test top-1 on the motion classes of a clip store."""
+PROBES = ("knn", "linear", "attentive")
+
+
+def store_probes(store_url: str, kind: str | None = "motion", epochs: int = 20) -> dict[str, float]:
+    """kNN, linear (on mean-pooled clip embeddings) and attentive (on the stored tokens: the V-JEPA
+    paper's protocol, jepa's layout without the output projection, 20 epochs) test top-1 on the
+    classes of `kind` ("motion": the synthetic motion classes, which a single frame cannot solve;
+    None: every class)."""
     from vidcache.cache import Store
     from vidcache.data.synth import class_kind
     from vidcache.probe import ProbeData, load_split, make_config, run_probe
 
     store = Store.open(store_url, kind="clips")
-    motion = [i for i, c in enumerate(store.classes) if class_kind(c) == "motion"]
-    remap = {c: j for j, c in enumerate(motion)}
-    data = {}
-    for split in ("train", "val", "test"):
-        d = load_split(store, split, ("emb",))
-        keep = np.isin(d.y, motion)
-        data[split] = ProbeData(d.x[keep].astype(np.float32), np.array([remap[int(y)] for y in d.y[keep]]),
-                                classes=[store.classes[c] for c in motion], split=split)
+    keep_classes = [i for i, c in enumerate(store.classes) if kind is None or class_kind(c) == kind]
+    remap = {c: j for j, c in enumerate(keep_classes)}
     out = {}
-    for name in ("knn", "linear"):
-        res = run_probe(name, data, None, make_config(name))
+    for name in PROBES:
+        array = "tokens" if name == "attentive" else "emb"
+        data = {}
+        for split in ("train", "val", "test"):
+            d = load_split(store, split, (array,))
+            keep = np.isin(d.y, keep_classes)
+            data[split] = ProbeData(d.x[keep].astype(np.float32), np.array([remap[int(y)] for y in d.y[keep]]),
+                                    classes=[store.classes[c] for c in keep_classes], split=split)
+        over = {"epochs": epochs} if name != "knn" else {}
+        if name == "attentive":
+            dim = data["train"].x.shape[-1]
+            over["num_heads"] = next(h for h in (12, 8, 6, 4, 3, 2, 1) if dim % h == 0)
+        res = run_probe(name, data, None, make_config(name, **over))
         out[name] = float(res["test"]["top1"])
     return out
 
 
-def learning(manifest, url: str, root: Path, *, steps: int, batch: int, device: str) -> dict[str, float]:
+def learning(manifest, url: str, root: Path, *, steps: int, batch: int, device: str,
+             appearance=None, model: str = "vit_micro") -> dict[str, float]:
+    """Pretrain `model` on the code store, then probe its checkpoint and its random init (step 0) with
+    kNN, linear and attentive probes: on the synthetic motion classes, and on `appearance` (a manifest of
+    real footage, every class) when given."""
     from vidcache.extract.clips import ClipExtractConfig, extract_clips
     from vidcache.pretrain import PretrainConfig, pretrain
 
     run = root / "run"
-    cfg = PretrainConfig(codes=url, out=str(run), model="vit_micro", num_frames=8, frame_stride=2, patch_size=8,
+    cfg = PretrainConfig(codes=url, out=str(run), model=model, num_frames=8, frame_stride=2, patch_size=8,
                          tubelet_size=2, crop_scale=(0.5, 1.0), pred_depth=4, pred_dim=96, steps=steps,
                          batch_size=batch, lr=1e-3, start_lr=2e-4, warmup=0.1, workers=2, device=device,
                          checkpoint_every=steps, log_every=max(1, steps // 20))
     t = time.perf_counter()
     summary = pretrain(cfg)
     result = {"pretrain_seconds": time.perf_counter() - t, "final_loss": summary["last_loss"]}
+    tasks = [("motion", manifest, "motion")] + ([("appearance", appearance, None)] if appearance is not None else [])
     for tag, step in (("random_init", 0), ("pretrained", steps)):
-        store = root / f"clips_{tag}.zarr"
-        ecfg = ClipExtractConfig(backbone=f"vidcache:{run / f'ckpt_{step:06d}.pt'}", protocol="uniform:2",
-                                 workers=0, device=device, batch_size=32)
-        extract_clips(manifest, str(store), ecfg)
-        for name, acc in motion_probes(str(store)).items():
-            result[f"{name}_{tag}"] = acc
+        for task, man, kind in tasks:
+            store = root / f"clips_{task}_{tag}.zarr"
+            ecfg = ClipExtractConfig(backbone=f"vidcache:{run / f'ckpt_{step:06d}.pt'}", protocol="uniform:2",
+                                     tokens="full", workers=0, device=device, batch_size=32)
+            extract_clips(man, str(store), ecfg)
+            for name, acc in store_probes(str(store), kind).items():
+                result[f"{task}_{name}_{tag}" if task != "motion" else f"{name}_{tag}"] = acc
     return result
 
 
@@ -170,7 +189,7 @@ def main(argv=None) -> dict:
            "loader_batch": 8, "loader_batches": 6 if quick else 30, "loader_min_seconds": 1.0 if quick else 3.0,
            "clip": "16 frames, stride 2",
            "train_model": "vit_small", "train_steps": 2 if quick else 10,
-           "learning_steps": 40 if quick else 400, "learning_batch": 16}
+           "learning_steps": 40 if quick else 1000, "learning_batch": 16}
     report = Report("pretrain", cfg, args.device)
     device = torch.device(args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu"))
     with tempfile.TemporaryDirectory() as tmp:
@@ -201,13 +220,18 @@ def main(argv=None) -> dict:
             report.target("train_codes_vs_mp4_gpu", sps["codes"] / sps["mp4"], ">=", 2.0)
 
         manifest, url = make_corpus(root / "learn", **learn)
+        from benchmarks.real_footage import build_corpus
+
+        appearance = build_corpus(root / "real_source", "source", 60 if quick else 200, size=32, frames=32)
         res = learning(manifest, url, root / "learn", steps=cfg["learning_steps"], batch=cfg["learning_batch"],
-                       device=str(device))
+                       device=str(device), appearance=appearance)
         # top-1 in percent: the pretrained encoder must beat its random init by at least one point.
         for name, value in res.items():
             report.figure(f"learning_{name}", value, "{:.3f}")
         report.target("knn_gain_over_random_init", res["knn_pretrained"] - res["knn_random_init"], ">=", 1.0)
         report.target("linear_gain_over_random_init", res["linear_pretrained"] - res["linear_random_init"], ">=", 1.0)
+        report.target("attentive_gain_over_random_init",
+                      res["attentive_pretrained"] - res["attentive_random_init"], ">=", 1.0)
     return report.finish(args.out)
 
 

@@ -1,0 +1,112 @@
+"""The SCALE table (docs/scale.md) on two corpora, official and thesis forms side by side.
+
+Corpora: the synthetic corpus (`vidcache data synth`, the demo's 8 classes, motion and appearance) and
+camera pans over real photographs and real footage (`benchmarks/real_footage.py`, task "direction").
+Per corpus: a training store `random:16:0` (SCALE's sets) and an evaluation store `uniform:8` with the
+`tiny` backbone; SCALE trained with the official defaults (epochs and batch cut to fit 2 CPU cores),
+once per loss form (heads 1024 / 512 wide instead of 4096 / 2048 by default, for the CPU);
+`vidcache scale eval` with the eval store as both --train-store and --eval-store.
+Writes benchmarks/results/scale_table.json and prints one markdown table.
+
+Usage: python benchmarks/scale_table.py [--work DIR] [--videos N] [--epochs E] [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import vidcache  # noqa: E402,F401  (package OpenMP defaults before torch)
+from benchmarks.common import RESULTS  # noqa: E402
+from benchmarks.real_footage import build_corpus  # noqa: E402
+
+
+def corpus(work: Path, name: str, videos: int, seed: int):
+    from vidcache.data.manifest import read_manifest
+    from vidcache.data.synth import SynthConfig, synthesize
+
+    root = work / name
+    if name == "synthetic":
+        if (root / "manifest.csv").is_file():
+            return read_manifest(root / "manifest.csv")
+        return synthesize(root, SynthConfig(videos=videos, seed=seed), workers=1)
+    return build_corpus(root, "direction", videos, seed=seed)
+
+
+def stores(work: Path, name: str, manifest, backbone: str) -> tuple[str, str]:
+    from vidcache.extract.clips import ClipExtractConfig, extract_clips
+
+    out = []
+    for protocol, tag in (("random:16:0", "train16"), ("uniform:8", "eval8")):
+        url = str(work / f"{name}_{backbone}_{tag}.zarr")
+        extract_clips(manifest, url, ClipExtractConfig(backbone=backbone, protocol=protocol, workers=1))
+        out.append(url)
+    return out[0], out[1]
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--work", type=Path, default=Path("scale-table-work"))
+    ap.add_argument("--videos", type=int, default=320)
+    ap.add_argument("--epochs", type=int, default=150)
+    ap.add_argument("--batch-size", type=int, default=64)
+    ap.add_argument("--backbone", default="tiny")
+    ap.add_argument("--pred-head-hidden", type=int, default=1024, help="official 4096; narrower to fit a CPU")
+    ap.add_argument("--target-head-hidden", type=int, default=512, help="official 2048; narrower to fit a CPU")
+    ap.add_argument("--corpora", nargs="+", default=["synthetic", "real_pans"])
+    ap.add_argument("--quick", action="store_true", help="tiny sizes: checks the script runs")
+    args = ap.parse_args()
+    if args.quick:
+        args.videos, args.epochs = 48, 2
+    from vidcache.scale.config import ScaleConfig
+    from vidcache.scale.evaluate import ScaleEvalConfig, evaluate_run
+    from vidcache.scale.train import train_from_store
+
+    work = args.work
+    work.mkdir(parents=True, exist_ok=True)
+    results = {"config": vars(args) | {"work": str(work)}, "tables": {}}
+    for name in args.corpora:
+        t0 = time.perf_counter()
+        manifest = corpus(work, name, args.videos, 0)
+        train_store, eval_store = stores(work, name, manifest, args.backbone)
+        print(f"{name}: {len(manifest.paths)} videos, classes {manifest.classes} ({time.perf_counter() - t0:.0f} s)",
+              flush=True)
+        for form in ("official", "thesis"):
+            t1 = time.perf_counter()
+            run = work / f"{name}_{args.backbone}_{form}"
+            cfg = ScaleConfig(loss_form=form, epochs=args.epochs, batch_size=args.batch_size, seed=0,
+                              pred_head_hidden=args.pred_head_hidden, target_head_hidden=args.target_head_hidden,
+                              checkpoint_every=max(1, args.epochs // 3), device="cpu")
+            train_from_store(train_store, run, cfg)
+            metrics = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines() if '"seconds"' in x]
+            last = metrics[-1]
+            ecfg = ScaleEvalConfig(epochs=20, ft_epochs=20, seed=0, device="cpu")
+            summary = evaluate_run(run, eval_store, eval_store, run / "eval", ecfg)
+            table = {r["method"]: r["test_top1"] for r in summary["table"]}
+            results["tables"][f"{name}/{form}"] = {
+                "table": table, "num_videos": summary["num_videos"], "final_loss": last["loss"],
+                "final_mcm": last["mcm"], "final_set": last["set"], "set_acc": last["set_acc"],
+                "mcm_acc": last["mcm_acc"],
+                "mcm_share": (0.5 * last["mcm"] / last["loss"]) if form == "official" else last["mcm"] / last["loss"],
+                "seconds": time.perf_counter() - t1}
+            print(f"  {form}: " + ", ".join(f"{k} {v:.1f}" for k, v in table.items())
+                  + f"; mcm share {results['tables'][f'{name}/{form}']['mcm_share']:.2f}"
+                  + f" ({time.perf_counter() - t1:.0f} s)", flush=True)
+            out = RESULTS / ("scale_table_quick.json" if args.quick else "scale_table.json")
+            out.parent.mkdir(parents=True, exist_ok=True)
+            out.write_text(json.dumps(results, indent=2) + "\n")
+    methods = ["Linear", "MLP", "kNN", "Transformer", "SCALE_linear", "SCALE_kNN", "SCALE_ft"]
+    print("| corpus / form | " + " | ".join(methods) + " |")
+    print("|---|" + "---|" * len(methods))
+    for key, r in results["tables"].items():
+        print(f"| {key} | " + " | ".join(f"{r['table'].get(m, float('nan')):.1f}" for m in methods) + " |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
