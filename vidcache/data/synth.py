@@ -384,6 +384,14 @@ def _ignore_sigint() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
+def _worker_start(parent_pid: int) -> None:
+    """Worker initializer: ignore Ctrl-C (see above) and exit with the parent, even a SIGKILLed one."""
+    from vidcache.procs import die_with_parent
+
+    _ignore_sigint()
+    die_with_parent(parent_pid)
+
+
 def synthesize(out_dir: str | Path, cfg: SynthConfig, progress: Callable[[int, int], None] | None = None,
                overwrite: bool = False, workers: int = 1) -> Manifest:
     """Write the corpus: `videos/<class>/<index>.mp4`, `manifest.csv`, `classes.txt`, `synth.json`
@@ -431,7 +439,10 @@ def synthesize(out_dir: str | Path, cfg: SynthConfig, progress: Callable[[int, i
     else:
         from concurrent.futures import ProcessPoolExecutor, as_completed
 
-        with ProcessPoolExecutor(workers, initializer=_ignore_sigint) as pool:
+        import functools
+        import os
+
+        with ProcessPoolExecutor(workers, initializer=functools.partial(_worker_start, os.getpid())) as pool:
             futures = [pool.submit(_make_video, cfg, i, name, p) for i, name, p in jobs]
             for done, fut in enumerate(as_completed(futures), start=1):
                 fut.result()

@@ -357,8 +357,8 @@ def run_plan_multi_gpu(plan: Plan, results_dir: str | Path, devices: list[str] |
     import multiprocessing as mp
 
     ctx = mp.get_context("spawn")  # CUDA cannot be used in forked children
-    procs = [ctx.Process(target=_worker, args=(plan, str(results_dir), r, len(devices), d), daemon=False)
-             for r, d in enumerate(devices)]
+    procs = [ctx.Process(target=_worker, args=(plan, str(results_dir), r, len(devices), d, os.getpid()),
+                         daemon=False) for r, d in enumerate(devices)]
     for p in procs:
         p.start()
     failed = []
@@ -373,7 +373,10 @@ def run_plan_multi_gpu(plan: Plan, results_dir: str | Path, devices: list[str] |
     return rows
 
 
-def _worker(plan: Plan, results_dir: str, rank: int, world: int, device: str) -> None:
+def _worker(plan: Plan, results_dir: str, rank: int, world: int, device: str, parent_pid: int) -> None:
+    from vidcache.procs import die_with_parent
+
+    die_with_parent(parent_pid)  # a killed `eval run` must not leave its device processes running
     run_plan(plan, results_dir, rank=rank, world=world, device=device, write_table=False)
 
 

@@ -15,7 +15,8 @@ Results come back in submission order, so batches are formed identically on ever
 block is computed exactly as the first time). Tensors travel through shared memory: pipes use
 torch's ForkingPickler reductions once `torch.multiprocessing` is imported.
 
-Readers are created inside the workers (never inherited across fork: decord #294).
+Readers are created inside the workers (never inherited across fork: decord #294). Workers exit
+when the main process dies, even by SIGKILL (`vidcache.procs.die_with_parent`).
 """
 
 from __future__ import annotations
@@ -32,6 +33,8 @@ from typing import Any, Callable, Iterable, Iterator
 
 import torch
 import torch.multiprocessing  # noqa: F401  (registers tensor sharing for pipes)
+
+from vidcache.procs import die_with_parent
 
 
 @dataclass
@@ -55,7 +58,9 @@ def run_task(fn: Callable, key: Any, args: tuple) -> TaskResult:
         return TaskResult(key, False, error=_one_line(e))
 
 
-def _worker_main(fn: Callable, conn, threads: int) -> None:
+def _worker_main(fn: Callable, conn, threads: int, parent_pid: int) -> None:
+    # Exit with the parent, however it dies (a SIGKILLed parent cannot stop its workers).
+    die_with_parent(parent_pid)
     # A decoder that segfaults is reported by the parent as a failed video; a Python stack dump
     # of the dying worker (inherited from pytest or -X faulthandler) would only be noise.
     faulthandler.disable()
@@ -82,7 +87,7 @@ def _worker_main(fn: Callable, conn, threads: int) -> None:
 class _Worker:
     def __init__(self, ctx, fn: Callable, threads: int):
         self.conn, child = ctx.Pipe(duplex=True)
-        self.proc = ctx.Process(target=_worker_main, args=(fn, child, threads), daemon=True)
+        self.proc = ctx.Process(target=_worker_main, args=(fn, child, threads, os.getpid()), daemon=True)
         self.proc.start()
         child.close()
         self.task: tuple | None = None  # (seq, key, started)

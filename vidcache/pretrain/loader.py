@@ -322,9 +322,12 @@ def make_loader(dataset: Dataset, sampler: StreamSampler, workers: int = 0, pin_
     ctx = None
     if workers > 0 and sys.platform.startswith("linux"):
         ctx = "fork"  # copy-on-write: the codes array is not pickled once per worker
+    from vidcache.procs import worker_init
+
     return ClipLoader(dataset, batch_size=sampler.local_batch, sampler=sampler, num_workers=workers,
                       collate_fn=collate_arrays, pin_memory=pin_memory, multiprocessing_context=ctx,
-                      persistent_workers=False, prefetch_factor=4 if workers > 0 else None)
+                      persistent_workers=False, prefetch_factor=4 if workers > 0 else None,
+                      worker_init_fn=worker_init() if workers > 0 else None)
 
 
 # ----------------------------------------------------------------------------- on-device decoding
