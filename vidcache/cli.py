@@ -583,6 +583,7 @@ def _register_probes() -> None:
 
 def _register_dense() -> None:
     from vidcache.dense.propagate import PropagateConfig
+    from vidcache.dense.linseg import LinsegConfig
     from vidcache.dense.retrieval import RetrievalConfig
 
     def retrieval(cfg: dict, store: str, output: Path) -> None:
@@ -595,6 +596,21 @@ def _register_dense() -> None:
         out.print(results_table(res, title=f"Hummingbird retrieval on {store} ({res['split']})"))
         out.print(f"results: {Path(output) / 'results.json'}")
 
+    def linseg(cfg: dict, store: str, output: Path) -> None:
+        from vidcache.config import from_dict
+        from vidcache.dense.linseg import results_table, run_linseg
+
+        config = from_dict(LinsegConfig, cfg, "linseg config")
+        with progress_bar("training linear heads", None, unit="steps") as update:
+            res = run_linseg(store, output, config, progress=lambda d, n: update(d, n))
+        out.print(results_table(res, title=f"linear segmentation on {store}"))
+        out.print(f"results: {Path(output) / 'results.json'}")
+
+    config_command(probe_app, "linseg", LinsegConfig, linseg, params=[
+        _param("store", str, typer.Argument(..., help="frame-token store (--protocol frames:all --tokens full)")),
+        _param("output", Path, typer.Option(..., "-o", "--output", help="results folder")),
+    ], help="DINOv2-style linear segmentation: a grid of linear heads on patch tokens (the shared probe "
+            "training loop), selected by val mIoU. Library: `vidcache.dense.linseg.run_linseg`.")
     config_command(probe_app, "retrieval", RetrievalConfig, retrieval, params=[
         _param("store", str, typer.Argument(..., help="frame-token store (--protocol frames:all --tokens full)")),
         _param("output", Path, typer.Option(..., "-o", "--output", help="results folder")),

@@ -117,7 +117,7 @@ def label_map_to_ids(scores: np.ndarray, grid: tuple[int, int], size: tuple[int,
     return up.argmax(dim=0).to(torch.uint8).numpy()
 
 
-def _frames(video: FrameVideo, n: int | None) -> np.ndarray:
+def frames_used(video: FrameVideo, n: int | None) -> np.ndarray:
     """Token frames used from a video: `n` evenly spaced (all when None)."""
     total = video.num_token_frames
     if n is None or n >= total:
@@ -125,7 +125,7 @@ def _frames(video: FrameVideo, n: int | None) -> np.ndarray:
     return np.unique(np.round(np.linspace(0, total - 1, n)).astype(np.int64))
 
 
-def _masks_for(video: FrameVideo, token_frames: np.ndarray, labels: str, label: int) -> np.ndarray:
+def frame_masks(video: FrameVideo, token_frames: np.ndarray, labels: str, label: int) -> np.ndarray:
     fi = video.frame_index()
     m = video.masks([int(fi[t]) for t in token_frames])
     if labels == "class":
@@ -155,8 +155,8 @@ def run_retrieval(store, out_dir: str | Path, cfg: RetrievalConfig | None = None
     save_json(cfg, out / "config.json")
     rng = np.random.default_rng(cfg.seed)
 
-    frames = {v.row: _frames(v, cfg.frames_per_video) for v in train + evaluate}
-    masks = {v.row: _masks_for(v, frames[v.row], cfg.labels, int(labels_all[v.row])) for v in train + evaluate}
+    frames = {v.row: frames_used(v, cfg.frames_per_video) for v in train + evaluate}
+    masks = {v.row: frame_masks(v, frames[v.row], cfg.labels, int(labels_all[v.row])) for v in train + evaluate}
     seen = max(int(np.where(m == VOID, 0, m).max()) for m in masks.values())
     num_classes = 1 + max(seen, len(store.classes) if cfg.labels == "class" else 0)
     per_frame = None
