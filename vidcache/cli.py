@@ -513,6 +513,26 @@ def cache_verify(store: str = typer.Argument(..., help="store path or URL"),
         raise typer.Exit(1)
 
 
+@cache_app.command("quantize")
+def cache_quantize(store: str = typer.Argument(..., help="clip store with tokens (--tokens full or frames:...)"),
+                   output: str = typer.Option(..., "-o", "--output", help="PQ store to write"),
+                   subvectors: int = typer.Option(..., help="M: uint8 codes per token (must divide D; 2*D/M x smaller)"),
+                   train_split: str = typer.Option("train", help="split whose tokens train the codebook"),
+                   train_tokens: int = typer.Option(200_000, help="most tokens the codebook is trained on"),
+                   seed: int = typer.Option(0, help="seed of the token sample and of k-means"),
+                   overwrite: bool = typer.Option(False, help="replace a store made with another config")) -> None:
+    """Copy a clip store with its tokens as PQ codes (faiss ProductQuantizer, 8 bits) and the codebook in
+    `clips/token_codebook`; every reader decodes them. Resumes. Library: `vidcache.cache.pq.quantize_store`."""
+    from vidcache.cache.pq import quantize_store
+
+    with progress_bar("quantizing blocks", None, unit="blocks") as update:
+        q = quantize_store(store, output, subvectors, train_split=train_split, train_tokens=train_tokens, seed=seed,
+                           overwrite=overwrite, progress=lambda d, n: update(d, n))
+    src_bytes = _open_store(store, []).nbytes_on_disk()
+    out.print(f"wrote {output}: {q.counts()['done']} done videos, {q.nbytes_on_disk() / 1e6:.1f} MB "
+              f"({src_bytes / max(1, q.nbytes_on_disk()):.1f}x smaller than {store})")
+
+
 @cache_app.command("export")
 def cache_export(store: str = typer.Argument(..., help="store path or URL"),
                  output: Path = typer.Option(..., "-o", "--output", help="HDF5 file to write"),

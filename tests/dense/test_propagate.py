@@ -186,3 +186,14 @@ def test_bad_inputs_are_refused(davis_store, synth_corpus, tmp_path):
             run_propagate(store, tmp_path / "z", PropagateConfig(device="cpu"))
     finally:
         victim.with_suffix(".bak").rename(victim)
+
+
+def test_propagation_reads_pq_codes(davis_store, tmp_path):
+    from vidcache.cache.pq import quantize_store
+
+    _, store = davis_store
+    quantize_store(store, tmp_path / "pq.zarr", 24, train_tokens=20_000)
+    f16 = run_propagate(store, tmp_path / "a", PropagateConfig(radius=3, device="cpu"))
+    pq = run_propagate(tmp_path / "pq.zarr", tmp_path / "b", PropagateConfig(radius=3, device="cpu"))
+    assert pq["config_hash"] != f16["config_hash"]
+    assert abs(pq["JF_mean"] - f16["JF_mean"]) < 0.1 and pq["JF_mean"] > pq["baseline"]["copy_first"]["JF_mean"]

@@ -496,12 +496,26 @@ class Store:
             keep &= self.status() == code
         return np.flatnonzero(keep)
 
-    def read_rows(self, name: str, rows: np.ndarray) -> np.ndarray:
+    def read_rows(self, name: str, rows: np.ndarray, decode: bool = True) -> np.ndarray:
         """Rows of one array, read as whole-chunk slabs (never row-by-row gathers).
 
         Slabs of a few chunks are read and filtered one after another, so each slab is selected
         while it is still in cache: this beats reading everything and indexing once afterwards.
+        An array of PQ codes (attribute `pq_codebook`, see `vidcache.cache.pq`) is decoded to
+        float16 tokens, in pieces of a few rows, unless `decode=False`.
         """
+        book = self.group[name].attrs.get("pq_codebook") if decode else None
+        if book:
+            from vidcache.cache.pq import decode as pq_decode
+
+            codebook = self._codebook(book)
+            rows = np.asarray(rows, dtype=np.int64)
+            arr = self.group[name]
+            out = np.empty((len(rows), *arr.shape[1:-1], codebook.shape[0] * codebook.shape[2]), np.float16)
+            step = max(arr.chunks[0], 64)
+            for s in range(0, len(rows), step):
+                out[s:s + step] = pq_decode(self.read_rows(name, rows[s:s + step], decode=False), codebook)
+            return out
         arr = self.group[name]
         rows = np.asarray(rows, dtype=np.int64)
         out = np.empty((len(rows), *arr.shape[1:]), dtype=arr.dtype)
@@ -543,6 +557,12 @@ class Store:
                     pending = pool.submit(arr.__getitem__, slice(spans[n + 1][2], spans[n + 1][3]))
                 out[order[i:j]] = slab_values[sorted_rows[i:j] - lo]
         return out
+
+    def _codebook(self, name: str) -> np.ndarray:
+        cache = self.__dict__.setdefault("_codebooks", {})
+        if name not in cache:
+            cache[name] = np.asarray(self.group[name][...], dtype=np.float32)
+        return cache[name]
 
     def _raw_chunk_reader(self, name: str):
         """A faster chunk reader for uncompressed arrays on local disk, or None to use zarr's.
