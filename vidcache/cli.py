@@ -278,7 +278,10 @@ def extract_clips_cmd(
         clip_len: Optional[int] = typer.Option(None, help="frames per clip (default: the backbone's)"),
         stride: Optional[int] = typer.Option(None, help="frame stride (default: the backbone's)"),
         crop_fraction: float = typer.Option(1.0, help="eval crop side / short side (0.875 = 256->224)"),
-        decoder: str = typer.Option("auto", help="auto (decord, PyAV fallback), decord or pyav"),
+        decoder: str = typer.Option("auto", help="auto (torchcodec, else decord; PyAV fallback), torchcodec, "
+                                                 "decord or pyav"),
+        decode_device: str = typer.Option("cpu", help="where torchcodec decodes: cpu, or cuda (NVDEC; frames stay "
+                                                      "on the GPU; needs --decoder torchcodec --workers 0)"),
         decode_timeout: float = typer.Option(300.0, help="seconds before a hung video is failed"),
         videos_per_block: Optional[int] = typer.Option(None, help="videos per block (unit of resume)"),
         backbone_option: List[str] = typer.Option([], help="backbone factory option KEY=VALUE (repeatable)"),
@@ -303,7 +306,7 @@ def extract_clips_cmd(
                   protocol=protocol, tokens=tokens, clip_len=clip_len, stride=stride,
                   crop_fraction=crop_fraction, short_side=short_side, size_multiple=size_multiple,
                   dtype=dtype, batch_size=batch_size, workers=workers,
-                  device=device, decode_timeout=decode_timeout, decoder=decoder,
+                  device=device, decode_timeout=decode_timeout, decoder=decoder, decode_device=decode_device,
                   videos_per_block=videos_per_block, trust_checkpoint=trust_checkpoint,
                   features=[f.strip() for f in features.split(",") if f.strip()])
     if preset:
@@ -373,7 +376,8 @@ def extract_codes_cmd(
         max_frames: int = typer.Option(64, help="frames kept per video (a centred window)"),
         workers: int = typer.Option(2, help="decode worker processes"),
         device: str = typer.Option("auto", help="nearest-centroid search device: auto, cpu, cuda"),
-        decoder: str = typer.Option("auto", help="auto (decord, PyAV fallback), decord or pyav"),
+        decoder: str = typer.Option("auto", help="auto (torchcodec, else decord; PyAV fallback), torchcodec, "
+                                                 "decord or pyav"),
         decode_timeout: float = typer.Option(300.0, help="seconds before a hung video is failed"),
         videos_per_block: Optional[int] = typer.Option(None, help="videos per block (unit of resume)"),
         overwrite: bool = typer.Option(False, help="replace a store made with another config"),
@@ -426,7 +430,8 @@ def _register_codec_train() -> None:
     config_command(codec_app, "train", CodecConfig, train, params=[
         _param("manifest", Path, typer.Argument(..., help="manifest CSV; frames come from --split")),
         _param("output", Path, typer.Option(..., "-o", "--output", help="codebook file to write (.npz)")),
-        _param("decoder", str, typer.Option("auto", help="auto (decord, PyAV fallback), decord or pyav")),
+        _param("decoder", str, typer.Option("auto", help="auto (torchcodec, else decord; PyAV fallback), "
+                                                         "torchcodec, decord or pyav")),
     ], help="Train a k-means patch codebook with faiss (ViDROP-style; all GPUs when faiss sees some). "
             "Library: `vidcache.codec.train_codebook`.")
 
@@ -439,7 +444,7 @@ def codec_eval(store: str = typer.Argument(..., help="code store from `vidcache 
                split: str = typer.Option("test", help="split to evaluate (not the codebook's training split)"),
                preview: Optional[Path] = typer.Option(None, help="PNG: original | reconstruction | |error|"),
                max_videos: Optional[int] = typer.Option(None, help="evaluate at most this many videos"),
-               decoder: str = typer.Option("auto", help="auto, decord or pyav"),
+               decoder: str = typer.Option("auto", help="auto, torchcodec, decord or pyav"),
                as_json: bool = typer.Option(False, "--json", help="print all results as JSON"),
                storage_option: List[str] = typer.Option([], "--storage-option", help=STORAGE_HELP)) -> None:
     """PSNR per video and mean, compression (raw / codes and raw / bytes on disk), preview PNG.

@@ -12,6 +12,15 @@ from vidcache.video import decode
 from vidcache.video.decode import DecodeError, iter_frames, open_video, probe_video, read_all, resample_indices
 
 W, H, N = 64, 48, 30
+# torchcodec runs where it loads (FFmpeg's shared libraries present); the reason is shown otherwise.
+TC = pytest.param("torchcodec", marks=pytest.mark.skipif(decode.torchcodec_problem() is not None,
+                                                         reason=f"torchcodec: {decode.torchcodec_problem()}"))
+
+
+@pytest.fixture
+def no_torchcodec(monkeypatch):
+    """As on a machine where torchcodec does not load: "auto" starts with decord."""
+    monkeypatch.setattr(decode, "_TORCHCODEC_PROBLEM", ["OSError: libnvrtc.so.13: cannot open shared object file"])
 
 
 def level(i: int) -> int:
@@ -50,7 +59,7 @@ def grey(frames: np.ndarray) -> np.ndarray:
     return frames[:, -H // 4, -W // 4].astype(int)
 
 
-@pytest.mark.parametrize("backend", ["decord", "pyav", "auto"])
+@pytest.mark.parametrize("backend", ["decord", "pyav", "auto", TC])
 def test_frame_accurate_by_index(videos, backend):
     idx = [5, 3, 3, 29, 0, 17, 5]
     with open_video(videos["mp4"], backend) as v:
@@ -65,7 +74,7 @@ def test_frame_accurate_by_index(videos, backend):
         np.testing.assert_allclose(grey(v.get_frames([1, 28])), [[level(1)] * 3, [level(28)] * 3], atol=3)
 
 
-@pytest.mark.parametrize("backend", ["decord", "pyav"])
+@pytest.mark.parametrize("backend", ["decord", "pyav", TC])
 def test_webm_counts_frames_without_header_count(videos, backend):
     with open_video(videos["webm"], backend) as v:
         assert v.num_frames == 20
@@ -84,7 +93,7 @@ def test_probe_video(videos):
     assert info == {"num_frames": N, "fps": pytest.approx(25.0), "height": H, "width": W}
 
 
-def test_auto_falls_back_when_decord_cannot_open(videos, monkeypatch):
+def test_auto_falls_back_when_decord_cannot_open(videos, monkeypatch, no_torchcodec):
     def refuse(self, path, display):
         raise DecodeError(display, "corrupt", "simulated")
 
@@ -96,13 +105,13 @@ def test_auto_falls_back_when_decord_cannot_open(videos, monkeypatch):
         open_video(videos["mp4"], "decord")
 
 
-def test_auto_falls_back_when_decord_is_missing(videos, monkeypatch):
+def test_auto_falls_back_when_decord_is_missing(videos, monkeypatch, no_torchcodec):
     monkeypatch.setitem(__import__("sys").modules, "decord", None)  # import decord -> ImportError
     with open_video(videos["mp4"]) as v:
         assert v.backend == "pyav"
 
 
-def test_auto_retries_with_pyav_when_decord_fails_mid_file(videos, monkeypatch):
+def test_auto_retries_with_pyav_when_decord_fails_mid_file(videos, monkeypatch, no_torchcodec):
     calls = []
 
     def broken(self, unique):
@@ -120,7 +129,7 @@ def test_auto_retries_with_pyav_when_decord_fails_mid_file(videos, monkeypatch):
             v.get_frames([1])
 
 
-@pytest.mark.parametrize("backend", ["decord", "pyav", "auto"])
+@pytest.mark.parametrize("backend", ["decord", "pyav", "auto", TC])
 def test_failure_modes_each_have_a_reason(tmp_path, videos, backend):
     empty = tmp_path / "empty.mp4"
     empty.write_bytes(b"")
@@ -205,7 +214,7 @@ def test_resample_indices_golden():
         resample_indices(10, 0.0, 5)
 
 
-@pytest.mark.parametrize("backend", ["decord", "pyav"])
+@pytest.mark.parametrize("backend", ["decord", "pyav", TC])
 def test_read_all_and_iter_frames_resample(videos, backend):
     frames = read_all(videos["mp4"], fps=12.5, backend=backend)
     assert frames.shape == (15, H, W, 3)

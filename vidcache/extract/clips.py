@@ -68,7 +68,11 @@ class ClipExtractConfig:
     device: str = field("auto", help="auto, cpu, cuda or cuda:N", hashed=False)
     decode_timeout: float = field(300.0, help="seconds one video may take to decode before it is failed",
                                   hashed=False)
-    decoder: str = field("auto", help="video decoder: auto (decord, PyAV fallback), decord or pyav", hashed=False)
+    decoder: str = field("auto", help="video decoder: auto (torchcodec, else decord; PyAV fallback), torchcodec, "
+                                      "decord or pyav", hashed=False)
+    decode_device: str = field("cpu", help="where torchcodec decodes: cpu, or cuda (NVDEC in the main process, "
+                                           "frames reach the backbone without leaving the GPU; needs --decoder "
+                                           "torchcodec and --workers 0)", hashed=False)
     videos_per_block: int | None = field(None, help="videos per block (default: ~8 MB chunks)", hashed=False)
     trust_checkpoint: bool = field(False, help="allow arbitrary pickles in checkpoints", hashed=False)
     preset: str = field("", help="protocol of record these values came from (vidcache/presets.py); the "
@@ -114,7 +118,7 @@ class ClipExtractConfig:
 
             if self.preset not in PRESETS:
                 p.append(f"unknown preset {self.preset!r}; presets: {', '.join(PRESETS)}")
-        return p + decode_problems(self.workers, self.decode_timeout, self.decoder)
+        return p + decode_problems(self.workers, self.decode_timeout, self.decoder, self.decode_device)
 
 
 @dataclass
@@ -133,23 +137,29 @@ class ClipWorker:
     """Runs in a decode worker: one video -> its clips (normalised on CPU, or raw frames for the GPU)."""
 
     def __init__(self, protocol: str, clip_len: int, stride: int, size: int, mean, std,
-                 crop_fraction: float, decoder: str, transform_in_worker: bool):
+                 crop_fraction: float, decoder: str, transform_in_worker: bool, decode_device: str = "cpu"):
         self.protocol, self.clip_len, self.stride = protocol, clip_len, stride
         self.size, self.mean, self.std = size, tuple(mean), tuple(std)
         self.crop_fraction, self.decoder = crop_fraction, decoder
         self.transform_in_worker = transform_in_worker
+        self.decode_device = decode_device
 
     def __call__(self, row: int, path: str) -> dict:
-        with open_video(path, backend=self.decoder) as video:
+        with open_video(path, backend=self.decoder, device=self.decode_device) as video:
             meta = {"num_frames": video.num_frames, "fps": video.fps, "height": video.height,
                     "width": video.width}
             specs = plan_clips(self.protocol, video.num_frames, video.height, video.width, self.clip_len,
                                self.stride, crop_size_hint=self.crop_fraction, video_index=row, size=self.size)
             unique, _ = frames_needed(specs)
-            frames = video.get_frames(unique.tolist())
+            if self.decode_device != "cpu":  # NVDEC: frames stay on the GPU, the job transforms them there
+                frames = video.get_frames_tensor(unique.tolist())
+            else:
+                frames = video.get_frames(unique.tolist())
         out = {"meta": meta, "box": boxes(specs), "num_clips": len(specs)}
         if self.transform_in_worker:
             out["clips"] = video_clips_tensor(frames, specs, self.size, self.mean, self.std)
+        elif isinstance(frames, torch.Tensor):
+            out["frames"], out["specs"] = frames, specs
         else:
             out["frames"], out["specs"] = torch.from_numpy(np.ascontiguousarray(frames)), specs
         return out
@@ -226,7 +236,8 @@ class ClipJob:
     def worker_fn(self) -> ClipWorker:
         return ClipWorker(str(self.protocol), self.clip_len, self.stride, self.size, self.backbone.mean,
                           self.backbone.std, self.cfg.crop_fraction, self.cfg.decoder,
-                          transform_in_worker=self.device.type == "cpu")
+                          transform_in_worker=self.device.type == "cpu",
+                          decode_device=str(self.device) if self.cfg.decode_device == "cuda" else "cpu")
 
     # -- block assembly
     def begin_block(self, start: int, stop: int) -> None:
@@ -372,6 +383,9 @@ def extract_clips_many(manifest, outs: list[str], cfg: ClipExtractConfig, backbo
     device = resolve_device(cfg.device, dist.local_rank)
     if cfg.dtype == "fp16" and device.type == "cpu":
         raise ConfigError(["dtype fp16 needs a GPU; use fp32 or bf16 on the CPU"], "extract config")
+    if cfg.decode_device == "cuda" and device.type != "cuda":
+        raise ConfigError([f"decode_device cuda needs the backbone on a GPU too (device resolves to {device})"],
+                          "extract config")
     created = init_distributed(dist, device)
     try:
         jobs = []

@@ -33,7 +33,8 @@ class CodeExtractConfig:
     workers: int = field(2, help="decode worker processes (0 = in the main process)", hashed=False)
     device: str = field("auto", help="device of the nearest-centroid search: auto, cpu, cuda", hashed=False)
     decode_timeout: float = field(300.0, help="seconds one video may take to decode", hashed=False)
-    decoder: str = field("auto", help="auto (decord, PyAV fallback), decord or pyav", hashed=False)
+    decoder: str = field("auto", help="auto (torchcodec, else decord; PyAV fallback), torchcodec, decord or pyav",
+                         hashed=False)
     videos_per_block: int | None = field(None, help="videos per block (default: ~8 MB chunks)", hashed=False)
 
     def validate(self) -> list[str]:

@@ -28,7 +28,7 @@ from vidcache.device import resolve_device
 from vidcache.distributed import DistInfo, barrier, init_distributed
 from vidcache.errors import VidcacheError
 from vidcache.extract.pool import TaskResult, WorkerPool
-from vidcache.video.decode import decode_problems
+from vidcache.video.decode import decode_problems, say_auto_fallback_once
 
 # Importable from here as before: the extraction entry points use them together with the runner.
 __all__ = ["DistInfo", "Job", "Summary", "decode_problems", "init_distributed", "open_store", "resolve_device",
@@ -176,6 +176,8 @@ def run_extractions(jobs: list[Job], manifest, outs: list[str], *, workers: int 
 
     decoded = clips = 0
     restarts = 0
+    if rows and getattr(worker, "decoder", None) == "auto":
+        say_auto_fallback_once()  # "auto" prefers torchcodec: say once why it cannot be used here
     if rows:
         with WorkerPool(worker, workers=workers, timeout_s=timeout_s, start_method=start_method) as pool:
             for res in pool.imap(tasks()):

@@ -192,7 +192,7 @@ class CodeClipDataset(Dataset):
 
 
 class Mp4ClipDataset(Dataset):
-    """The clips of `CodeClipDataset`, decoded from the source videos (decord, PyAV fallback).
+    """The clips of `CodeClipDataset`, decoded from the source videos (the "auto" decoder).
 
     Frames are selected as `extract codes` selected them (same fps and max_frames), resized and
     centre-cropped to the codebook's size, then the same crop box (in pixels: cells x patch) is

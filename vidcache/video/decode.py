@@ -1,6 +1,6 @@
-"""Frame-accurate video decoding: decord first, PyAV as the fallback, one clean error for bad files.
+"""Frame-accurate video decoding: torchcodec, decord or PyAV, one clean error for bad files.
 
-    with open_video("clip.mp4") as video:                      # backend "auto" | "decord" | "pyav"
+    with open_video("clip.mp4") as video:       # backend "auto" | "torchcodec" | "decord" | "pyav"
         print(video.num_frames, video.fps, video.height, video.width)
         frames = video.get_frames([0, 8, 8, 3])                 # uint8 [4, H, W, 3] RGB, any order
 
@@ -10,9 +10,15 @@ allowed and each distinct frame is decoded once. Every failure a user can meet o
 frames) raises `DecodeError` with a `kind` and a one-line reason, so the extractor records it in the
 store's `videos/error` and moves on.
 
-Backends. decord (one thread per reader: parallelism comes from worker processes) is fast at random
-access because it indexes the packets once at open. With backend "auto" a file decord cannot open
-or fails on (open, first frame, or any later `get_frames`) is retried once with PyAV. PyAV decodes
+Backends. torchcodec (the PyTorch project's decoder, on FFmpeg's shared libraries; CPU, or NVDEC
+with `device="cuda"`, frames then stay on the GPU: `get_frames_tensor`) indexes the file at open
+(`seek_mode="exact"`) and seeks to each frame asked for. "auto" uses it when it loads, else decord,
+else PyAV; loading torchcodec can fail with an OSError rather than an ImportError (a CPU-only torch
+build without libnvrtc, FFmpeg's libraries missing), so any failure to load it counts, and
+`torchcodec_problem()` says why. decord (one thread per reader: parallelism comes from worker
+processes) is fast at random access because it indexes the packets once at open. With backend
+"auto" a file the first backend cannot open or fails on (open, first frame, or any later
+`get_frames`) is retried once with PyAV. PyAV decodes
 sequentially from the start to the largest requested index (or on from where the previous call
 stopped) and keeps only the requested frames, which is exact for any codec and any frame rate; its
 cost grows with the largest index, not with the number of frames asked for.
@@ -51,7 +57,8 @@ import numpy as np
 
 from vidcache.errors import DataError
 
-BACKENDS = ("auto", "decord", "pyav")
+BACKENDS = ("auto", "torchcodec", "decord", "pyav")
+DECODE_DEVICES = ("cpu", "cuda")
 FRAME_EXTENSIONS = (".jpg", ".jpeg", ".png")  # images that make a frames folder a video
 
 
@@ -79,7 +86,7 @@ _CONTAINER_MAGIC = (
 )
 
 
-def decode_problems(workers: int, decode_timeout: float, decoder: str) -> list[str]:
+def decode_problems(workers: int, decode_timeout: float, decoder: str, decode_device: str = "cpu") -> list[str]:
     """Validation of the decode options every extraction config shares (all problems at once)."""
     p = []
     if workers < 0:
@@ -88,7 +95,55 @@ def decode_problems(workers: int, decode_timeout: float, decoder: str) -> list[s
         p.append(f"decode_timeout must be > 0, got {decode_timeout}")
     if decoder not in BACKENDS:
         p.append(f"decoder must be one of {', '.join(BACKENDS)}, got {decoder!r}")
+    elif decoder == "torchcodec" and torchcodec_problem() is not None:
+        p.append(f"decoder torchcodec cannot be loaded ({torchcodec_problem()}); it needs `pip install "
+                 f"torchcodec` matching your torch and FFmpeg's shared libraries (`apt-get install ffmpeg`), "
+                 f"or use --decoder pyav")
+    if decode_device not in DECODE_DEVICES:
+        p.append(f"decode_device must be one of {', '.join(DECODE_DEVICES)}, got {decode_device!r}")
+    elif decode_device == "cuda":
+        if decoder != "torchcodec":
+            p.append(f"decode_device cuda needs --decoder torchcodec (got {decoder!r})")
+        if workers != 0:
+            p.append("decode_device cuda decodes in the main process (CUDA does not survive fork): use --workers 0")
     return p
+
+
+_TORCHCODEC_PROBLEM: list = []  # [reason or None], once per process (forked workers inherit it)
+
+
+def torchcodec_problem() -> str | None:
+    """Why torchcodec cannot decode here, in one line, or None when it loads."""
+    if not _TORCHCODEC_PROBLEM:
+        try:
+            from torchcodec.decoders import VideoDecoder  # noqa: F401
+            reason = None
+        except Exception as e:  # ImportError, and OSError/RuntimeError for missing shared libraries
+            reason = f"{type(e).__name__}: {_short(e)}"
+        _TORCHCODEC_PROBLEM.append(reason)
+    return _TORCHCODEC_PROBLEM[0]
+
+
+_SAID: set = set()
+
+
+def say_auto_fallback_once() -> None:
+    """Log `auto_backend_note()` once per process (the extraction calls it before decoding starts)."""
+    note = auto_backend_note()
+    if note and note not in _SAID:
+        _SAID.add(note)
+        import logging
+
+        logging.getLogger("vidcache").warning(note)
+
+
+def auto_backend_note() -> str | None:
+    """What "auto" falls back from and why (said once by the extraction), or None when it uses torchcodec."""
+    reason = torchcodec_problem()
+    if reason is None:
+        return None
+    return (f"decoder auto: torchcodec is not usable ({reason}); decoding with decord, then PyAV "
+            f"(for torchcodec: FFmpeg's shared libraries, `apt-get install ffmpeg`)")
 
 
 class DecodeError(DataError):
@@ -172,6 +227,49 @@ def _as_index_array(indices: Sequence[int], num_frames: int, display: str) -> np
         raise IndexError(f"frame index out of range for {display}: asked for "
                          f"[{idx.min()}, {idx.max()}], video has {num_frames} frames")
     return idx
+
+
+class _TorchCodecImpl:
+    name = "torchcodec"
+
+    def __init__(self, path: str, display: str, device: str = "cpu"):
+        if torchcodec_problem() is not None:
+            raise ImportError(f"torchcodec cannot be loaded: {torchcodec_problem()}")
+        from torchcodec.decoders import VideoDecoder
+
+        self.display, self.device = display, device
+        try:
+            # "exact" scans the file once at open: true frame count, and every seek lands on the frame.
+            self.dec = VideoDecoder(path, device=device, seek_mode="exact", dimension_order="NHWC",
+                                    num_ffmpeg_threads=1)
+            meta = self.dec.metadata
+            self.num_frames = int(meta.num_frames or 0)
+        except Exception as e:
+            raise _fail_open(path, display, e, "torchcodec") from None
+        if self.num_frames <= 0:
+            self.close()
+            raise DecodeError(display, "no_frames", "video has zero frames")
+        self.fps = float(meta.average_fps or 0.0)
+        self.height, self.width = int(meta.height or 0), int(meta.width or 0)
+        try:
+            first = self.dec.get_frame_at(0).data
+        except Exception as e:
+            self.close()
+            raise DecodeError(display, "corrupt", f"first frame does not decode (torchcodec: {_short(e)})") from None
+        self.height, self.width = int(first.shape[0]), int(first.shape[1])
+
+    def read_tensor(self, unique_sorted: np.ndarray):
+        """uint8 torch tensor [N, H, W, 3] on the decoder's device."""
+        try:
+            return self.dec.get_frames_at(unique_sorted.tolist()).data
+        except Exception as e:
+            raise DecodeError(self.display, "corrupt", f"decoding failed (torchcodec: {_short(e)})") from None
+
+    def read(self, unique_sorted: np.ndarray) -> np.ndarray:
+        return np.ascontiguousarray(self.read_tensor(unique_sorted).cpu().numpy(), dtype=np.uint8)
+
+    def close(self):
+        self.dec = None
 
 
 class _DecordImpl:
@@ -366,11 +464,16 @@ class VideoReader:
     Use `open_video` to make one; close it (or use `with`) to release the decoder and any temp copy.
     """
 
-    def __init__(self, path: str, backend: str = "auto"):
+    def __init__(self, path: str, backend: str = "auto", device: str = "cpu"):
         if backend not in BACKENDS:
             raise ValueError(f"unknown decode backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+        if device.split(":")[0] not in DECODE_DEVICES:
+            raise ValueError(f"unknown decode device {device!r}; choose cpu, cuda or cuda:N")
+        if device != "cpu" and backend != "torchcodec":
+            raise ValueError(f"decoding on {device} needs backend 'torchcodec', not {backend!r}")
         self.path = str(path)
         self._requested = backend
+        self.device = device
         self._local, self._tmp = _localize(self.path)
         self._impl = None
         try:
@@ -384,7 +487,7 @@ class VideoReader:
 
     @property
     def backend(self) -> str:
-        """The backend actually in use ("decord" or "pyav"; "auto" may have fallen back)."""
+        """The backend actually in use ("torchcodec", "decord" or "pyav"; "auto" may have fallen back)."""
         return self._impl.name if self._impl is not None else "closed"
 
     def _open_impl(self):
@@ -394,11 +497,35 @@ class VideoReader:
             return _PyAVImpl(self._local, self.path)
         if self._requested == "decord":
             return _DecordImpl(self._local, self.path)
+        if self._requested == "torchcodec":
+            return _TorchCodecImpl(self._local, self.path, self.device)
+        first = _TorchCodecImpl if torchcodec_problem() is None else _DecordImpl
         try:
-            return _DecordImpl(self._local, self.path)
+            return first(self._local, self.path)
         except (ImportError, DecodeError):
-            # decord missing, or it refused the file: PyAV decides (and gives the final reason).
+            # the first backend missing, or it refused the file: PyAV decides (and gives the final reason).
             return _PyAVImpl(self._local, self.path)
+
+    def get_frames_tensor(self, indices: Sequence[int]):
+        """uint8 torch tensor [len(indices), H, W, 3] on the reader's device (torchcodec on CUDA:
+        decoded by NVDEC, never copied to the host); same frames and order as `get_frames`."""
+        import torch
+
+        if self._impl is None:
+            raise ValueError(f"video {self.path} is closed")
+        if not isinstance(self._impl, _TorchCodecImpl):
+            return torch.from_numpy(self.get_frames(indices))
+        idx = _as_index_array(indices, self.num_frames, self.path)
+        if idx.size == 0:
+            return torch.zeros((0, self.height, self.width, 3), dtype=torch.uint8, device=self.device)
+        unique, inverse = np.unique(idx, return_inverse=True)
+        frames = self._impl.read_tensor(unique)
+        if tuple(frames.shape[1:3]) != (self.height, self.width):
+            raise DecodeError(self.path, "corrupt", f"frame size changed mid-stream to "
+                              f"{frames.shape[2]}x{frames.shape[1]} from {self.width}x{self.height}")
+        if np.array_equal(unique, idx):
+            return frames
+        return frames[torch.as_tensor(inverse.reshape(-1), device=frames.device)]
 
     def get_frames(self, indices: Sequence[int]) -> np.ndarray:
         """uint8 [len(indices), H, W, 3] RGB frames, in the order asked (duplicates allowed)."""
@@ -411,9 +538,9 @@ class VideoReader:
         try:
             frames = self._impl.read(unique)
         except DecodeError:
-            if not (self._requested == "auto" and self._impl.name == "decord"):
+            if not (self._requested == "auto" and self._impl.name != "pyav"):
                 raise
-            # decord failed mid-file: one retry with PyAV, which is slower but exact.
+            # the first backend failed mid-file: one retry with PyAV, which is slower but exact.
             self._impl.close()
             self._impl = _PyAVImpl(self._local, self.path)
             frames = self._impl.read(unique)
@@ -456,13 +583,13 @@ class VideoReader:
                 f"fps={self.fps:.3f}, size={self.width}x{self.height})")
 
 
-def open_video(path: str | os.PathLike, backend: str = "auto") -> VideoReader:
+def open_video(path: str | os.PathLike, backend: str = "auto", device: str = "cpu") -> VideoReader:
     """Open a video for frame-accurate reads; raises DecodeError (with `.kind`) when it cannot.
 
-    May block for ever on some files with decord (see the module notes): call it in a worker with a
-    deadline when reading a dataset.
+    `device="cuda"` (backend "torchcodec" only) decodes on the GPU. May block for ever on some files
+    (see the module notes): call it in a worker with a deadline when reading a dataset.
     """
-    return VideoReader(os.fspath(path), backend=backend)
+    return VideoReader(os.fspath(path), backend=backend, device=device)
 
 
 def probe_video(path: str | os.PathLike, backend: str = "auto") -> dict:
