@@ -410,6 +410,14 @@ def test_cli_pretrain_then_extract_and_probe_the_checkpoint(code_store, synth_co
     assert code == 0, err
     code, out, err = run("probe", "knn", tmp_path / "cls.zarr", "-o", tmp_path / "knn")
     assert code == 0, err
+    # The dense probes read its patch tokens: label propagation on a frame-token store.
+    code, out, err = run("extract", "clips", manifest, "-o", tmp_path / "frames.zarr", "--backbone",
+                         f"vidcache:{run_dir / 'ckpt_000002.pt'}", "--protocol", "frames:all",
+                         "--tokens", "full", "--workers", "0", "--device", "cpu")
+    assert code == 0, err
+    code, out, err = run("probe", "propagate", tmp_path / "frames.zarr", "-o", tmp_path / "prop", "--split", "train")
+    assert code == 0, err
+    assert json.loads((tmp_path / "prop" / "results.json").read_text())
     # A store too short for the context is refused with one line, before anything is written.
     code, out, err = run("pretrain", "tdv", "--codes", code_store[0], "-o", tmp_path / "bad", "--num-frames", "16",
                          "--device", "cpu")
