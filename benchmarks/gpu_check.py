@@ -19,7 +19,10 @@ Sections (each measures its two sides in the same process, one after the other):
 - scale:     SCALE training samples/s vs a ViT-B video backbone's training step (`bench_scale`);
 - learning:  a V-JEPA run of thousands of steps (vit_tiny) against its random initialisation, probed
              with kNN, linear and the attentive probe on the motion classes and on real footage
-             (`bench_pretrain.learning`).
+             (`bench_pretrain.learning`);
+- tdv:       a TDV run (vit_tiny frame encoder, 4-block motion encoder) on the synthetic corpus and on
+             camera pans over real footage, against its random initialisation: the frame encoder's
+             CLS and the motion encoder probed with kNN and linear (`bench_tdv.synthetic`, `.footage`).
 Writes benchmarks/results/gpu_check.json (figures, targets, per-section seconds, errors). Exit 1 when a
 section failed, so the smoke test catches a broken path.
 """
@@ -42,7 +45,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import RESULTS, Report, parser  # noqa: E402
 
-SECTIONS = ("extract", "kmeans", "linear", "knn", "pretrain", "scale", "learning")
+SECTIONS = ("extract", "kmeans", "linear", "knn", "pretrain", "scale", "learning", "tdv")
 BUDGET_S = 480
 
 
@@ -192,6 +195,26 @@ def section_learning(rep: Report, args, device: torch.device, tmp: Path, gpu: bo
         for probe in ("knn", "linear", "attentive"):
             rep.target(f"learning_{probe}_gain_over_random_init",
                        res[f"{probe}_pretrained"] - res[f"{probe}_random_init"], ">=", 1.0)
+
+
+def section_tdv(rep: Report, args, device: torch.device, tmp: Path, gpu: bool) -> None:
+    from benchmarks.bench_tdv import footage, synthetic
+
+    steps = 1500 if gpu else 2
+    model = dict(model="vit_tiny" if gpu else "vit_micro", motion_depth=4 if gpu else 1, num_frames=4,
+                 prototypes=1024 if gpu else 16, head_hidden=512 if gpu else 16, head_bottleneck=128 if gpu else 8,
+                 batch_size=64 if gpu else 4, lr=5e-4, warmup=0.1, workers=args.workers)
+    synth = dict(videos=480, size=32, frames=32, k=256, patch=4) if gpu else dict(videos=24, size=32, frames=16,
+                                                                                  k=16, patch=4)
+    real = dict(videos=400, size=64, frames=32, k=256, patch=8) if gpu else dict(videos=20, size=32, frames=16,
+                                                                                 k=16, patch=8)
+    figs = synthetic(rep, tmp / "tdv_synth", steps=steps, device=str(device), corpus=synth,
+                     model={**model, "patch_size": 8})
+    figs.update(footage(rep, tmp / "tdv_footage", steps=steps, device=str(device), corpus=real,
+                        model={**model, "patch_size": 16 if gpu else 8}))
+    if gpu:
+        rep.target("tdv_motion_encoder_direction_linear_gain", figs["footage_direction_motion_linear_trained"]
+                   - figs["footage_direction_motion_linear_init"], ">=", 1.0)
 
 
 def main(argv=None) -> int:

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-SECTIONS = ("extract", "kmeans", "linear", "knn", "pretrain", "scale", "learning")
+SECTIONS = ("extract", "kmeans", "linear", "knn", "pretrain", "scale", "learning", "tdv")
 
 
 def _run(*args, tmp_path):
@@ -38,6 +38,9 @@ def test_gpu_check_smoke_runs_every_section_on_cpu(tmp_path):
                 "learning_attentive_random_init", "learning_appearance_attentive_pretrained"):
         assert fig[key] > 0 or key.startswith("learning_"), key
     assert fig["knn_neighbour_agreement"] >= 0.999
+    for key in ("synth_motion_motion_linear_trained", "synth_appearance_frame_knn_init",
+                "footage_direction_motion_knn_init", "footage_source_frame_linear_trained"):  # the TDV section
+        assert 0 <= fig[key] <= 100, key
     assert 10 < fig["kmeans_k32_heldout_psnr"] < 60
 
 
