@@ -97,13 +97,12 @@ def evaluate(run: Path, steps: int, tasks: list[tuple[str, Path, str, list[str] 
 
 def synthetic(report: Report, root: Path, *, steps: int, device: str, corpus: dict, model: dict) -> dict:
     """Pretrain on the synthetic corpus's codes; probe frame CLS (appearance, motion) and the motion encoder."""
+    from benchmarks.bench_pretrain import make_corpus
     from vidcache.data.manifest import read_manifest
-    from vidcache.data.synth import SynthConfig, class_kind, synthesize
+    from vidcache.data.synth import class_kind
 
-    synthesize(root / "corpus", SynthConfig(videos=corpus["videos"], classes=8, size=corpus["size"],
-                                            frames=corpus["frames"], seed=0), overwrite=True)
+    _, url = make_corpus(root, **corpus)
     m = root / "corpus" / "manifest.csv"
-    url = codes_for(m, root, size=corpus["size"], k=corpus["k"], patch=corpus["patch"], max_frames=corpus["frames"])
     res = run_tdv(url, root / "run", steps=steps, device=device, **model)
     for k, v in res.items():
         report.figure(f"synth_{k}", v, "{:.3f}")

@@ -7,7 +7,6 @@ table of both and why they differ.
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -139,6 +138,3 @@ class TDVConfig:
         if self.workers < 0:
             p.append(f"workers must be >= 0, got {self.workers}")
         return p
-
-    def replace(self, **changes) -> "TDVConfig":
-        return dataclasses.replace(self, **changes)
