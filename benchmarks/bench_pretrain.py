@@ -179,6 +179,9 @@ def learning(manifest, url: str, root: Path, *, steps: int, batch: int, device: 
 def main(argv=None) -> dict:
     p = parser(__doc__.splitlines()[0])
     p.add_argument("--workers", type=int, default=2, help="DataLoader workers for both loaders")
+    p.add_argument("--learning-only", action="store_true",
+                   help="only the learning figures (written to bench_pretrain_learning.json unless --out)")
+    p.add_argument("--learning-steps", type=int, default=None, help="pretraining steps of the learning run")
     args = p.parse_args(argv)
     torch.manual_seed(0)
     quick = args.quick
@@ -189,35 +192,36 @@ def main(argv=None) -> dict:
            "loader_batch": 8, "loader_batches": 6 if quick else 30, "loader_min_seconds": 1.0 if quick else 3.0,
            "clip": "16 frames, stride 2",
            "train_model": "vit_small", "train_steps": 2 if quick else 10,
-           "learning_steps": 40 if quick else 1000, "learning_batch": 16}
+           "learning_steps": args.learning_steps or (40 if quick else 400), "learning_batch": 16}
     report = Report("pretrain", cfg, args.device)
     device = torch.device(args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu"))
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        t = time.perf_counter()
-        _, url = make_corpus(root / "loader", **sizes)
-        report.figure("setup_seconds", time.perf_counter() - t, "{:.1f}")
+        if not args.learning_only:
+            t = time.perf_counter()
+            _, url = make_corpus(root / "loader", **sizes)
+            report.figure("setup_seconds", time.perf_counter() - t, "{:.1f}")
 
-        fps = {}
-        for kind in ("codes", "mp4"):
-            fps[kind] = loader_fps(url, kind, num_frames=16, stride=2, batch=cfg["loader_batch"],
-                                   batches=cfg["loader_batches"], min_seconds=cfg["loader_min_seconds"],
-                                   workers=args.workers, device=device)
-            report.figure(f"loader_{kind}_frames_per_s", fps[kind], "{:.0f}")
-        ratio = fps["codes"] / fps["mp4"]
-        report.figure("loader_ratio", ratio, "{:.2f}")
-        report.target("loader_codes_vs_mp4", ratio, ">=", 10.0)
+            fps = {}
+            for kind in ("codes", "mp4"):
+                fps[kind] = loader_fps(url, kind, num_frames=16, stride=2, batch=cfg["loader_batch"],
+                                       batches=cfg["loader_batches"], min_seconds=cfg["loader_min_seconds"],
+                                       workers=args.workers, device=device)
+                report.figure(f"loader_{kind}_frames_per_s", fps[kind], "{:.0f}")
+            ratio = fps["codes"] / fps["mp4"]
+            report.figure("loader_ratio", ratio, "{:.2f}")
+            report.target("loader_codes_vs_mp4", ratio, ">=", 10.0)
 
-        sps = {}
-        for kind in ("codes", "mp4"):
-            sps[kind] = train_steps_per_s(url, kind, root / f"train_{kind}", model="vit_small",
-                                          num_frames=16, batch=4 if quick else 8, steps=cfg["train_steps"],
-                                          workers=args.workers, device=str(device), pred_depth=4 if quick else 12,
-                                          pred_dim=192 if quick else 384)
-            report.figure(f"train_vit_small_{kind}_steps_per_s", sps[kind], "{:.3f}")
-        report.figure("train_ratio", sps["codes"] / sps["mp4"], "{:.2f}")
-        if device.type == "cuda":
-            report.target("train_codes_vs_mp4_gpu", sps["codes"] / sps["mp4"], ">=", 2.0)
+            sps = {}
+            for kind in ("codes", "mp4"):
+                sps[kind] = train_steps_per_s(url, kind, root / f"train_{kind}", model="vit_small",
+                                              num_frames=16, batch=4 if quick else 8, steps=cfg["train_steps"],
+                                              workers=args.workers, device=str(device), pred_depth=4 if quick else 12,
+                                              pred_dim=192 if quick else 384)
+                report.figure(f"train_vit_small_{kind}_steps_per_s", sps[kind], "{:.3f}")
+            report.figure("train_ratio", sps["codes"] / sps["mp4"], "{:.2f}")
+            if device.type == "cuda":
+                report.target("train_codes_vs_mp4_gpu", sps["codes"] / sps["mp4"], ">=", 2.0)
 
         manifest, url = make_corpus(root / "learn", **learn)
         from benchmarks.real_footage import build_corpus
@@ -232,7 +236,9 @@ def main(argv=None) -> dict:
         report.target("linear_gain_over_random_init", res["linear_pretrained"] - res["linear_random_init"], ">=", 1.0)
         report.target("attentive_gain_over_random_init",
                       res["attentive_pretrained"] - res["attentive_random_init"], ">=", 1.0)
-    return report.finish(args.out)
+    from benchmarks.common import RESULTS
+
+    return report.finish(args.out or (RESULTS / "bench_pretrain_learning.json" if args.learning_only else None))
 
 
 if __name__ == "__main__":

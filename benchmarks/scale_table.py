@@ -5,7 +5,8 @@ camera pans over real photographs and real footage (`benchmarks/real_footage.py`
 Per corpus: a training store `random:16:0` (SCALE's sets) and an evaluation store `uniform:8` with the
 `tiny` backbone; SCALE trained with the official defaults (epochs and batch cut to fit 2 CPU cores),
 once per loss form (heads 1024 / 512 wide instead of 4096 / 2048 by default, for the CPU);
-`vidcache scale eval` with the eval store as both --train-store and --eval-store.
+`vidcache scale eval` with the eval store as both --train-store and --eval-store, on a small grid
+(lr 1e-3 / 1e-2 for the frozen-feature heads, 3e-4 / 1e-3 for the fine-tuned ones, wd 1e-4, 10 epochs).
 Writes benchmarks/results/scale_table.json and prints one markdown table.
 
 Usage: python benchmarks/scale_table.py [--work DIR] [--videos N] [--epochs E] [--quick]
@@ -49,6 +50,38 @@ def stores(work: Path, name: str, manifest, backbone: str) -> tuple[str, str]:
     return out[0], out[1]
 
 
+def run_form(results: dict, args, work: Path, name: str, urls: tuple[str, str], form: str) -> None:
+    from vidcache.scale.config import ScaleConfig
+    from vidcache.scale.evaluate import ScaleEvalConfig, evaluate_run
+    from vidcache.scale.train import train_from_store
+
+    train_store, eval_store = urls
+    t1 = time.perf_counter()
+    run = work / f"{name}_{args.backbone}_{form}"
+    cfg = ScaleConfig(loss_form=form, epochs=args.epochs, batch_size=args.batch_size, seed=0,
+                      pred_head_hidden=args.pred_head_hidden, target_head_hidden=args.target_head_hidden,
+                      checkpoint_every=max(1, args.epochs // 3), device="cpu")
+    train_from_store(train_store, run, cfg)
+    metrics = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines() if '"seconds"' in x]
+    last = metrics[-1]
+    ecfg = ScaleEvalConfig(epochs=args.eval_epochs, ft_epochs=args.eval_epochs, lrs=[1e-3, 1e-2], wds=[1e-4],
+                           ft_lrs=[3e-4, 1e-3], ft_wds=[1e-4], mlp_hidden=256, seed=0, device="cpu")
+    summary = evaluate_run(run, eval_store, eval_store, run / "eval", ecfg)
+    table = {r["method"]: r["test_top1"] for r in summary["table"]}
+    results["tables"][f"{name}/{form}"] = {
+        "table": table, "num_videos": summary["num_videos"], "final_loss": last["loss"],
+        "final_mcm": last["mcm"], "final_set": last["set"], "set_acc": last["set_acc"],
+        "mcm_acc": last["mcm_acc"],
+        "mcm_share": (0.5 * last["mcm"] / last["loss"]) if form == "official" else last["mcm"] / last["loss"],
+        "seconds": time.perf_counter() - t1}
+    print(f"  {form}: " + ", ".join(f"{k} {v:.1f}" for k, v in table.items())
+          + f"; mcm share {results['tables'][f'{name}/{form}']['mcm_share']:.2f}"
+          + f" ({time.perf_counter() - t1:.0f} s)", flush=True)
+    out = RESULTS / ("scale_table_quick.json" if args.quick else "scale_table.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=2) + "\n")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--work", type=Path, default=Path("scale-table-work"))
@@ -59,47 +92,28 @@ def main() -> int:
     ap.add_argument("--pred-head-hidden", type=int, default=1024, help="official 4096; narrower to fit a CPU")
     ap.add_argument("--target-head-hidden", type=int, default=512, help="official 2048; narrower to fit a CPU")
     ap.add_argument("--corpora", nargs="+", default=["synthetic", "real_pans"])
+    ap.add_argument("--forms", nargs="+", default=["official", "thesis"])
+    ap.add_argument("--eval-epochs", type=int, default=10, help="epochs of every trained row of the table")
     ap.add_argument("--quick", action="store_true", help="tiny sizes: checks the script runs")
     args = ap.parse_args()
     if args.quick:
         args.videos, args.epochs = 48, 2
-    from vidcache.scale.config import ScaleConfig
-    from vidcache.scale.evaluate import ScaleEvalConfig, evaluate_run
-    from vidcache.scale.train import train_from_store
-
     work = args.work
     work.mkdir(parents=True, exist_ok=True)
     results = {"config": vars(args) | {"work": str(work)}, "tables": {}}
+    prepared = {}
     for name in args.corpora:
         t0 = time.perf_counter()
         manifest = corpus(work, name, args.videos, 0)
-        train_store, eval_store = stores(work, name, manifest, args.backbone)
+        prepared[name] = stores(work, name, manifest, args.backbone)
         print(f"{name}: {len(manifest.paths)} videos, classes {manifest.classes} ({time.perf_counter() - t0:.0f} s)",
               flush=True)
-        for form in ("official", "thesis"):
-            t1 = time.perf_counter()
-            run = work / f"{name}_{args.backbone}_{form}"
-            cfg = ScaleConfig(loss_form=form, epochs=args.epochs, batch_size=args.batch_size, seed=0,
-                              pred_head_hidden=args.pred_head_hidden, target_head_hidden=args.target_head_hidden,
-                              checkpoint_every=max(1, args.epochs // 3), device="cpu")
-            train_from_store(train_store, run, cfg)
-            metrics = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines() if '"seconds"' in x]
-            last = metrics[-1]
-            ecfg = ScaleEvalConfig(epochs=20, ft_epochs=20, seed=0, device="cpu")
-            summary = evaluate_run(run, eval_store, eval_store, run / "eval", ecfg)
-            table = {r["method"]: r["test_top1"] for r in summary["table"]}
-            results["tables"][f"{name}/{form}"] = {
-                "table": table, "num_videos": summary["num_videos"], "final_loss": last["loss"],
-                "final_mcm": last["mcm"], "final_set": last["set"], "set_acc": last["set_acc"],
-                "mcm_acc": last["mcm_acc"],
-                "mcm_share": (0.5 * last["mcm"] / last["loss"]) if form == "official" else last["mcm"] / last["loss"],
-                "seconds": time.perf_counter() - t1}
-            print(f"  {form}: " + ", ".join(f"{k} {v:.1f}" for k, v in table.items())
-                  + f"; mcm share {results['tables'][f'{name}/{form}']['mcm_share']:.2f}"
-                  + f" ({time.perf_counter() - t1:.0f} s)", flush=True)
-            out = RESULTS / ("scale_table_quick.json" if args.quick else "scale_table.json")
-            out.parent.mkdir(parents=True, exist_ok=True)
-            out.write_text(json.dumps(results, indent=2) + "\n")
+        if name == args.corpora[0]:  # the first corpus' official table comes before the second's stores
+            run_form(results, args, work, name, prepared[name], args.forms[0])
+    for form in args.forms:
+        for name in args.corpora:
+            if (name, form) != (args.corpora[0], args.forms[0]):
+                run_form(results, args, work, name, prepared[name], form)
     methods = ["Linear", "MLP", "kNN", "Transformer", "SCALE_linear", "SCALE_kNN", "SCALE_ft"]
     print("| corpus / form | " + " | ".join(methods) + " |")
     print("|---|" + "---|" * len(methods))
