@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-AREAS = ["store", "extract", "codec", "probe", "scale", "pretrain", "eval", "dense"]
+AREAS = ["store", "extract", "codec", "probe", "scale", "pretrain", "eval", "dense", "fidelity"]
 
 
 def main(argv: list[str] | None = None) -> int:
