@@ -174,7 +174,7 @@ def main() -> None:
     args = parser(__doc__.splitlines()[0]).parse_args()
     quick = args.quick
     cfg = {"quick": quick,
-           "retrieval": {"bank": 20_000 if quick else 200_000, "queries": 2_000 if quick else 20_000, "dim": 96},
+           "retrieval": {"bank": 20_000 if quick else 100_000, "queries": 2_000 if quick else 4_000, "dim": 96},
            "propagation": {"sequences": 2 if quick else 4, "frames": 8 if quick else 24,
                            "size": [120, 160] if quick else [240, 320], "pq_m": 12}}
     rep = Report("dense", cfg, args.device)

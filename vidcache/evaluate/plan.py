@@ -37,7 +37,8 @@ from vidcache.config import check, field, problems_of, type_problems
 from vidcache.errors import ConfigError
 
 FORMATS = ("auto", "vidcache", "vjepa", "torchscript")
-PROBE_TYPES = ("linear", "attentive", "knn", "mlp", "scale")
+PROBE_TYPES = ("linear", "attentive", "knn", "mlp", "scale", "propagate", "retrieval", "linseg")
+DENSE_TYPES = ("propagate", "retrieval", "linseg")  # read frame-token stores (protocol frames:..., tokens full)
 SPLIT_KEYS = ("train_split", "val_split", "test_split")
 _NAME_RE = re.compile(r"^[A-Za-z0-9_.-]+$")
 
@@ -157,9 +158,31 @@ class Plan:
             tr = from_dict(ScaleConfig, {**dataclasses.asdict(ScaleConfig()), "split": dataset.train_split,
                                          **train}, f"probe {probe.name} (scale train)")
             return {"train": tr, "eval": ev}
+        if probe.type in DENSE_TYPES:
+            return dense_config(probe, dataset)
         from vidcache.probe.run import make_config
 
         return make_config(probe.type, **{**splits, "val_fraction": dataset.val_fraction, **probe.config})
+
+
+def dense_config(probe: ProbeSpec, dataset: DatasetSpec) -> Any:
+    """A dense probe's config: propagate evaluates the dataset's val split, retrieval builds its bank
+    from train and evaluates val, linseg uses all three split names as the grid probes do."""
+    from vidcache.config import from_dict
+
+    if probe.type == "propagate":
+        from vidcache.dense.propagate import PropagateConfig as cls
+
+        base = {"split": dataset.val_split}
+    elif probe.type == "retrieval":
+        from vidcache.dense.retrieval import RetrievalConfig as cls
+
+        base = {"train_split": dataset.train_split, "split": dataset.val_split}
+    else:
+        from vidcache.dense.linseg import LinsegConfig as cls
+
+        base = {k: getattr(dataset, k) for k in SPLIT_KEYS}
+    return from_dict(cls, {**dataclasses.asdict(cls()), **base, **probe.config}, f"probe {probe.name}")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -313,6 +336,12 @@ def parse_plan(data: dict, base: Path | None = None, lines: _Lines | None = None
             problems.append(_problem(lines, where, _split_problem(msg, list(body)), msg))
         if kind == "scale":
             problems += _scale_protocol_problems(probe, datasets, lines)
+        if kind in DENSE_TYPES:
+            for j, d in enumerate(datasets):
+                if not (d.protocol.startswith("frames") and d.tokens == "full"):
+                    problems.append(_problem(lines, ("datasets", j), "protocol",
+                                             f"probe {name!r} ({kind}) reads per-frame patch tokens: set "
+                                             f"protocol = \"frames:all\" and tokens = \"full\" for dataset {d.name!r}"))
         if kind == "attentive":
             for j, d in enumerate(datasets):
                 if d.tokens == "none":

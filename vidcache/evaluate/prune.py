@@ -43,7 +43,7 @@ def needed_stores(plan: Plan, results_dir: str | Path) -> set[str]:
     from vidcache.data.manifest import read_manifest
     from vidcache.evaluate.checkpoints import IdentityCache, identity, inspect, load_backbone, resolve_checkpoints
     from vidcache.evaluate.run import store_path
-    from vidcache.extract.clips import ClipExtractConfig, ClipJob
+    from vidcache.extract.clips import ClipExtractConfig, make_job
     import torch
 
     results_dir = Path(results_dir)
@@ -66,8 +66,8 @@ def needed_stores(plan: Plan, results_dir: str | Path) -> set[str]:
                 bb = load_backbone(ref, inspect(ref)["format"])
             except VidcacheError:
                 continue  # a checkpoint that does not load has no store to keep
-            job = ClipJob(dataclasses.replace(ecfg, backbone=bb.name, backbone_options=dict(ref.options)),
-                          bb, torch.device("cpu"))
+            job = make_job(dataclasses.replace(ecfg, backbone=bb.name, backbone_options=dict(ref.options)),
+                           bb, torch.device("cpu"))
             out.add(str(store_path(results_dir, ds.name, config_hash(job.store_config()), mdigest)))
     return out
 

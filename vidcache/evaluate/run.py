@@ -127,7 +127,15 @@ def _store_facts(url: Path) -> dict:
 
 
 def _metric(res: dict) -> float | None:
-    """The run's reported top-1: test (selected on val), or the best val score with report=best-val."""
+    """The run's reported top-1: test (selected on val), or the best val score with report=best-val.
+
+    Dense probes report J&F (propagate) or mIoU (retrieval; linseg's test mIoU, else its val mIoU)."""
+    if res.get("probe") == "propagate":
+        return res.get("JF_mean")
+    if res.get("probe") == "retrieval":
+        return res.get("mIoU")
+    if res.get("probe") == "linseg":
+        return (res.get("test") or res.get("val") or {}).get("mIoU")
     rep = res.get("reported")
     if rep:
         return rep.get("top1")
@@ -175,6 +183,13 @@ def _run_probe(probe: ProbeSpec, cfg: Any, store_url: str, out: Path) -> dict:
 
         train_from_store(store_url, tmp / "scale_run", cfg["train"], overwrite=True)
         res = evaluate_run(tmp / "scale_run", store_url, store_url, tmp, cfg["eval"])
+    elif probe.type in ("propagate", "retrieval", "linseg"):
+        from vidcache.dense.linseg import run_linseg
+        from vidcache.dense.propagate import run_propagate
+        from vidcache.dense.retrieval import run_retrieval
+
+        run = {"propagate": run_propagate, "retrieval": run_retrieval, "linseg": run_linseg}[probe.type]
+        res = run(store_url, tmp, cfg)
     else:
         from vidcache.probe.run import run_probe
 
@@ -239,7 +254,7 @@ def _run_dataset(plan: Plan, ds: DatasetSpec, refs: list[CheckpointRef], results
     from vidcache.data.manifest import read_manifest
     from vidcache.device import resolve_device
     from vidcache.distributed import DistInfo
-    from vidcache.extract.clips import ClipExtractConfig, ClipJob, preprocess_key
+    from vidcache.extract.clips import ClipExtractConfig, make_job, preprocess_key
     from vidcache.extract.runner import run_extractions
 
     device = resolve_device(dev_name, DistInfo())
@@ -289,8 +304,8 @@ def _run_dataset(plan: Plan, ds: DatasetSpec, refs: list[CheckpointRef], results
                     continue  # everything this checkpoint needs exists: no need to build the model
             try:
                 bb = load_backbone(ref, info["format"]).to(device).eval()
-                job = ClipJob(dataclasses.replace(ecfg, backbone=bb.name, backbone_options=dict(ref.options)),
-                              bb, device)
+                job = make_job(dataclasses.replace(ecfg, backbone=bb.name, backbone_options=dict(ref.options)),
+                               bb, device, manifest)
                 unit.backbone, unit.job = bb, job
                 unit.store_hash = config_hash(job.store_config())
                 unit.weights = bb.weights_digest()
@@ -309,7 +324,8 @@ def _run_dataset(plan: Plan, ds: DatasetSpec, refs: list[CheckpointRef], results
             t0 = time.perf_counter()
             try:
                 run_extractions([u.job for u in group], manifest, [u.store_url for u in group],
-                                workers=plan.run.workers, timeout_s=plan.run.decode_timeout, dist=DistInfo())
+                                workers=plan.run.workers, timeout_s=plan.run.decode_timeout, dist=DistInfo(),
+                                videos_per_block=getattr(group[0].job, "suggested_block", lambda: None)())
             except VidcacheError as e:
                 for u in group:
                     u.error = f"extraction failed: {e}"

@@ -334,14 +334,25 @@ def apply_preset(values: dict, preset: str) -> dict:
 
 
 def _frame_job(cfg: ClipExtractConfig, backbone, device: torch.device, manifest):
-    """A frame-token job, its store sized by probing the manifest's videos (frames/frames.py)."""
+    """A frame-token job, its store sized by probing the manifest's videos (extract/frames.py).
+
+    Without a manifest the job only describes its store (`store_config`, for hashes), unsized."""
     from vidcache.extract.frames import FrameJob, default_multiple, probe_sizes
 
+    if manifest is None:
+        return FrameJob(cfg, backbone, device, (1, 1, 1))
     short = int(cfg.short_side or backbone.image_size)
     multiple = int(cfg.size_multiple or default_multiple(int(backbone.patch_size)))
     sizes = probe_sizes(manifest, cfg.protocol, short, multiple, decoder=cfg.decoder, workers=cfg.workers,
                         timeout_s=cfg.decode_timeout)
     return FrameJob(cfg, backbone, device, sizes)
+
+
+def make_job(cfg: ClipExtractConfig, backbone, device: torch.device, manifest=None):
+    """The extraction job of `cfg`: a FrameJob for frames:... protocols (sized from `manifest`), else a ClipJob."""
+    if is_frame_protocol(cfg.protocol):
+        return _frame_job(cfg, backbone, device, manifest)
+    return ClipJob(cfg, backbone, device)
 
 
 def extract_clips(manifest, out: str, cfg: ClipExtractConfig, *, overwrite: bool = False, progress=None,
@@ -397,8 +408,7 @@ def extract_clips_many(manifest, outs: list[str], cfg: ClipExtractConfig, backbo
                 bb = create_backbone(bb, **options)
             bb = bb.to(device).eval()
             jcfg = dataclasses.replace(cfg, backbone=bb.name or cfg.backbone)
-            jobs.append(_frame_job(jcfg, bb, device, manifest) if is_frame_protocol(cfg.protocol)
-                        else ClipJob(jcfg, bb, device))
+            jobs.append(make_job(jcfg, bb, device, manifest))
         groups: dict[tuple, list[int]] = {}
         for i, job in enumerate(jobs):
             groups.setdefault(preprocess_key(job), []).append(i)
