@@ -152,7 +152,7 @@ def test_hdf5_export_equals_store(tmp_path, rng, n):
         assert [x.decode() for x in f["videos/error"][:]] == list(store.group["videos/error"][:])
         assert json.loads(f.attrs["config_hash"]) == store.config_hash
         assert f["clips/emb"].shape == (n, C, D) and f["clips/tokens"].shape == (n, C, 4, D)
-        assert json.loads(f["clips/tokens"].attrs["dimension_names"]) == ["videos", "clips", "tokens", "dim"]
+        assert json.loads(f["clips/tokens"].attrs["dimension_names"]) == ["videos", "clips", "token", "token_dim"]
     assert not (tmp_path / "s.h5.tmp").exists()
 
 
@@ -275,7 +275,7 @@ def test_arrays_carry_dimension_names(tmp_path):
     dims = {name: tuple(store.group[name].metadata.dimension_names) for name in
             ("clips/emb", "clips/box", "clips/tokens", "clips/cls", "clips/named", "videos/status", "videos/path")}
     assert dims == {"clips/emb": ("videos", "clips", "dim"), "clips/box": ("videos", "clips", "coord"),
-                    "clips/tokens": ("videos", "clips", "tokens", "dim"), "clips/cls": ("videos", "cls_1", "cls_2"),
+                    "clips/tokens": ("videos", "clips", "token", "token_dim"), "clips/cls": ("videos", "cls_1", "cls_2"),
                     "clips/named": ("videos", "views"), "videos/status": ("videos",), "videos/path": ("videos",)}
 
 
@@ -288,3 +288,25 @@ def test_verify_a_store_without_done_rows(tmp_path, rng):
     assert str(report) == "ok: 0 done rows checked; 4 failed (each with its error), 4 pending"
     empty = Store.create(tmp_path / "e.zarr", "clips", make_manifest(4), {"a": 1}, ARRAYS, videos_per_block=4)
     assert empty.verify().ok and empty.verify().checked_rows == 0
+
+
+def test_xarray_opens_a_store_with_named_dimensions(tmp_path, rng):
+    xr = pytest.importorskip("xarray", reason="xarray is in the test extra")
+    store = Store.create(tmp_path / "s.zarr", "clips", make_manifest(9), {}, ARRAYS, videos_per_block=4)
+    written = {}
+    for b in range(store.num_blocks):
+        written[b] = fake_block(store, b, rng)
+        store.write_block(b, written[b], [DONE] * len(written[b]["clips/emb"]))
+    clips = xr.open_zarr(str(tmp_path / "s.zarr"), group="clips", consolidated=False)
+    assert dict(clips.sizes) == {"videos": 9, "clips": C, "dim": D, "coord": 6, "token": 4, "token_dim": D}
+    assert clips["emb"].dims == ("videos", "clips", "dim") and clips["tokens"].dims[2] == "token"
+    assert set(clips.data_vars) == {"emb", "box", "tokens"}  # none taken for a coordinate
+    full = np.concatenate([written[b]["clips/emb"] for b in range(store.num_blocks)])
+    np.testing.assert_array_equal(clips["emb"].values, full)
+    videos = xr.open_zarr(str(tmp_path / "s.zarr"), group="videos", consolidated=False)
+    assert videos["label"].dims == ("videos",)
+    np.testing.assert_array_equal(videos["label"].values, np.arange(9) % 3)
+    assert list(videos["path"].values) == [f"v{i}.mp4" for i in range(9)]
+    # Selecting by label works on the labelled arrays, no vidcache needed.
+    sel = clips["emb"].where(videos["label"] == 1, drop=True)
+    np.testing.assert_array_equal(sel.values, full[1::3])

@@ -70,14 +70,17 @@ class ArraySpec:
 
 
 # zarr v3 `dimension_names` of the per-video axes after the first ("videos"), by array name, so that
-# xarray and other zarr clients see labelled arrays. An array not listed gets "<leaf>_<axis>".
+# xarray and other zarr clients see labelled arrays. A name is shared only by axes that always have
+# one length within a group (xarray refuses a dimension with two sizes), and no axis is named like an
+# array of its group (xarray would take that array for the axis' coordinate): hence "token", "frame".
+# An array not listed gets "<leaf>_<axis>".
 DIMENSION_NAMES = {
     "clips/emb": ("clips", "dim"),
     "clips/box": ("clips", "coord"),
-    "clips/tokens": ("clips", "tokens", "dim"),
-    "codes/frames": ("frames", "grid_y", "grid_x"),
-    "clips/frame_tokens": ("frames", "grid_y", "grid_x", "dim"),
-    "clips/frame_index": ("frames",),
+    "clips/tokens": ("clips", "token", "token_dim"),  # token_dim: D, or M PQ sub-codes
+    "clips/frame_tokens": ("frame", "grid_y", "grid_x", "frame_token_dim"),
+    "clips/frame_index": ("frame",),
+    "codes/frames": ("frame", "grid_y", "grid_x"),
 }
 
 
