@@ -209,8 +209,8 @@ def data_manifest(root: Path = typer.Argument(..., help="dataset root (videos)")
                   output: Path = typer.Option(..., "-o", "--output", help="manifest CSV to write"),
                   format: str = typer.Option("folders", help="folders, ucf101, hmdb51, kinetics, ssv2 or davis "
                                                              "(a DAVIS-2017 tree: frames folders + masks)"),
-                  splits: Optional[Path] = typer.Option(None, help="split files: folder (ucf101/hmdb51) or "
-                                                                   "CSV (kinetics)"),
+                  splits: List[Path] = typer.Option([], help="split files: folder (ucf101/hmdb51) or CSV "
+                                                             "(kinetics; repeat it for several CSVs)"),
                   labels_json: Optional[Path] = typer.Option(None, help="ssv2: labels.json"),
                   train_json: Optional[Path] = typer.Option(None, help="ssv2: train.json"),
                   val_json: Optional[Path] = typer.Option(None, help="ssv2: validation.json"),
@@ -231,14 +231,16 @@ def data_manifest(root: Path = typer.Argument(..., help="dataset root (videos)")
     if format == "folders":
         m = importers.manifest_from_folders(root, val_fraction=val_fraction, test_fraction=test_fraction, seed=seed)
     elif format in ("ucf101", "hmdb51", "kinetics"):
-        if splits is None:
+        if not splits:
             raise typer.BadParameter(f"--format {format} needs --splits (the official split files)")
+        if format != "kinetics" and len(splits) > 1:
+            raise typer.BadParameter(f"--format {format} takes one --splits folder, got {len(splits)}")
         if format == "ucf101":
-            m = importers.manifest_from_ucf101(root, splits, fold=fold, val_groups=val_fraction, seed=seed)
+            m = importers.manifest_from_ucf101(root, splits[0], fold=fold, val_groups=val_fraction, seed=seed)
         elif format == "hmdb51":
-            m = importers.manifest_from_hmdb51(root, splits, fold=fold, val_fraction=val_fraction, seed=seed)
+            m = importers.manifest_from_hmdb51(root, splits[0], fold=fold, val_fraction=val_fraction, seed=seed)
         else:
-            m = importers.manifest_from_kinetics(root, splits, split_name=split_name)
+            m = importers.manifest_from_kinetics(root, list(splits), split_name=split_name)
     elif format == "davis":
         from vidcache.data.davis import manifest_from_davis
 
@@ -875,20 +877,89 @@ def demo(out_dir: Path = typer.Option(Path("vidcache-demo"), "-o", "--output", h
 
 
 # ----------------------------------------------------------------------------------------------- entry
+INTERRUPTED = "interrupted: finished work is saved; rerun the same command to resume"
+
+# Output parameters are checked while the command line is parsed, before any work: a path under a
+# plain file, a folder where a file is written, or a file where a folder (run, results, store) is.
+OUTPUT_PARAMS = ("output", "out_dir", "preview")
+FILE_OUTPUTS = {("data", "manifest", "output"), ("codec", "train", "output"), ("cache", "export", "output"),
+                ("codec", "eval", "preview")}
+
+
+def check_output_path(path, kind: str) -> None:
+    """Raise BadParameter when `path` cannot be written as a `kind` ("file" or "folder") output."""
+    if path is None or "://" in str(path):  # object stores have no folders to check
+        return
+    p = Path(path)
+    for parent in p.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise typer.BadParameter(f"cannot write {p}: {parent} is a file, not a folder; choose another path")
+            break
+    if kind == "file" and p.is_dir():
+        raise typer.BadParameter(f"{p} is a folder; give the name of a file to write")
+    if kind == "folder" and p.exists() and not p.is_dir():
+        raise typer.BadParameter(f"{p} is a file; give a folder (new or earlier output) instead")
+
+
+def _output_callback(kind: str, previous: Callable | None):
+    def callback(ctx, param, value):
+        for v in (value if isinstance(value, (list, tuple)) else [value]):
+            check_output_path(v, kind)
+        return previous(ctx, param, value) if previous is not None else value
+    return callback
+
+
+def _command_with_checks():
+    """The click command tree of `app`, with output checks on every command's output parameters."""
+    root = typer.main.get_command(app)
+
+    def walk(cmd, path: tuple) -> None:
+        for sub_name, sub in (getattr(cmd, "commands", None) or {}).items():
+            walk(sub, path + (sub_name,))
+        for param in getattr(cmd, "params", []):
+            if param.name in OUTPUT_PARAMS:
+                kind = "file" if path + (param.name,) in FILE_OUTPUTS else "folder"
+                param.callback = _output_callback(kind, param.callback)
+
+    walk(root, ())
+    return root
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point: user errors become one line on stderr and exit code 2, never a traceback.
 
-    Usage errors that click detects (unknown option, missing argument, BadParameter) are printed by
-    click itself with exit code 2; errors the library raises (`VidcacheError`) are printed here.
+    Usage errors that click detects (unknown option, bad value, missing argument, BadParameter) and
+    errors the library raises (`VidcacheError`) are printed here as one `error: ...` line; Ctrl-C
+    prints one `interrupted: ...` line and exits with 130 (typer turns KeyboardInterrupt into
+    exit code 130, which no command returns otherwise).
     """
     try:
-        app(args=argv, prog_name="vidcache")
+        code = _command_with_checks().main(args=argv, prog_name="vidcache", standalone_mode=False)
     except VidcacheError as e:
-        console.print(f"error: {e}", markup=False, highlight=False, soft_wrap=True)
+        _error_line(str(e))
         sys.exit(EXIT_USAGE)
-    except KeyboardInterrupt:
-        console.print("interrupted: finished blocks are saved; rerun the same command to resume")
+    except typer.Abort:  # Ctrl-C (or end of input) at a prompt
+        console.print(INTERRUPTED, markup=False, highlight=False)
         sys.exit(130)
+    except typer.TyperException as e:  # click's usage errors, raised as such outside standalone mode
+        if type(e).__name__ == "NoArgsIsHelpError":  # the help is already printed
+            sys.exit(getattr(e, "exit_code", EXIT_USAGE))
+        ctx = getattr(e, "ctx", None)
+        hint = f" (see `{ctx.command_path} --help`)" if ctx is not None else ""
+        message = e.format_message() if hasattr(e, "format_message") else str(e)
+        _error_line(message + hint)
+        sys.exit(EXIT_USAGE)
+    except KeyboardInterrupt:  # Ctrl-C outside a command
+        console.print(INTERRUPTED, markup=False, highlight=False)
+        sys.exit(130)
+    if code == 130:
+        console.print(INTERRUPTED, markup=False, highlight=False)
+    sys.exit(code if isinstance(code, int) else 0)
+
+
+def _error_line(text: str) -> None:
+    console.print(f"error: {' '.join(text.split())}", markup=False, highlight=False, soft_wrap=True)
 
 
 if __name__ == "__main__":

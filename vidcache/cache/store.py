@@ -729,6 +729,7 @@ class Store:
     def export_h5(self, path: str | Path, progress=None) -> Path:
         """Write the same tree to HDF5: groups, arrays and attributes (JSON-encoded)."""
         path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(path.name + ".tmp")
         names = [f"videos/{n}" for n in ("path", "label", "split", "num_frames", "fps", "height", "width",
                                           "status", "error")]

@@ -16,7 +16,7 @@ import numpy as np
 
 from vidcache.codec.codebook import Codebook
 from vidcache.codec.frames import select_frames
-from vidcache.errors import DataError
+from vidcache.errors import ConfigError, DataError
 
 
 def psnr(a: np.ndarray, b: np.ndarray, max_val: float = 255.0) -> float:
@@ -108,8 +108,15 @@ def evaluate_store(url: str | Path, split: str = "test", preview: str | Path | N
     bytes on disk (all done videos, metadata and codebook included).
     """
     from vidcache.cache.store import Store
-    from vidcache.video.decode import open_video
+    from vidcache.video.decode import BACKENDS, open_video
 
+    problems = []
+    if backend not in BACKENDS:
+        problems.append(f"decoder must be one of {', '.join(BACKENDS)}, got {backend!r}")
+    if max_videos is not None and max_videos < 1:
+        problems.append(f"max_videos must be >= 1 (or left out for every video), got {max_videos}")
+    if problems:
+        raise ConfigError(problems, "codec eval")
     store = Store.open(url, kind="codes")
     arr = store.group["codes/codebook"]
     attrs = dict(arr.attrs)

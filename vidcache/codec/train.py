@@ -20,7 +20,7 @@ from vidcache.codec.codebook import Codebook, CodecConfig, codebook_from_config
 from vidcache.codec.frames import patchify, preprocess_frames
 from vidcache.codec.kmeans import kmeans
 from vidcache.config import check
-from vidcache.errors import DataError, VidcacheError
+from vidcache.errors import ConfigError, DataError, VidcacheError
 
 
 def training_digest(items: Iterable[tuple[str, Sequence[int]]]) -> str:
@@ -78,9 +78,11 @@ def train_codebook(manifest, cfg: CodecConfig, backend: str = "auto", progress: 
     Videos that fail to decode are skipped (and counted in the config); k-means runs on faiss, on
     every GPU when faiss-gpu sees some, else on CPU (or torch CUDA, see `NearestCentroid`).
     """
-    from vidcache.video.decode import open_video  # lazy: decoding is only needed to train from videos
+    from vidcache.video.decode import BACKENDS, open_video  # lazy: decoding is only needed to train from videos
 
     check(cfg)
+    if backend not in BACKENDS:
+        raise ConfigError([f"decoder must be one of {', '.join(BACKENDS)}, got {backend!r}"], "codec train")
     rows = manifest.split_indices(cfg.split)
     quota = math.ceil(cfg.patches_wanted() / len(rows))
     rng = np.random.default_rng(cfg.seed)
