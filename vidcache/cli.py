@@ -227,6 +227,11 @@ def data_manifest(root: Path = typer.Argument(..., help="dataset root (videos)")
     Library: `vidcache.data.importers`."""
     from vidcache.data import importers
 
+    formats = ("folders", "ucf101", "hmdb51", "kinetics", "ssv2")
+    if format not in formats:
+        raise typer.BadParameter(f"unknown --format {format!r}; use {', '.join(formats[:-1])} or {formats[-1]}")
+    if splits and format not in ("ucf101", "hmdb51", "kinetics"):
+        raise typer.BadParameter(f"--splits is read by --format ucf101, hmdb51 or kinetics, not {format}")
     _exists(root, "dataset root")
     if format == "folders":
         m = importers.manifest_from_folders(root, val_fraction=val_fraction, test_fraction=test_fraction, seed=seed)
@@ -390,9 +395,10 @@ def extract_codes_cmd(
     from vidcache.data.manifest import read_manifest
     from vidcache.extract.codes import CodeExtractConfig, extract_codes
 
-    cfg = check(CodeExtractConfig(codebook=str(_exists(codebook, "codebook")), fps=fps, max_frames=max_frames,
+    cfg = check(CodeExtractConfig(codebook=str(codebook), fps=fps, max_frames=max_frames,
                                   workers=workers, device=device, decoder=decoder, decode_timeout=decode_timeout,
                                   videos_per_block=videos_per_block), "extract codes config")
+    _exists(codebook, "codebook")
     m = read_manifest(manifest)
     _use_storage_options(storage_option, output, *m.paths)
     import time
@@ -825,6 +831,10 @@ def eval_watch(folder: Path = typer.Argument(..., help="checkpoint folder of a t
     Library: `vidcache.evaluate.watch`."""
     from vidcache.evaluate import load_plan, watch
 
+    from vidcache.evaluate.plan import FORMATS
+
+    if format not in FORMATS:
+        raise typer.BadParameter(f"unknown --format {format!r}; use {', '.join(FORMATS)}")
     _exists(folder, "checkpoint folder")
     done = watch(folder, load_plan(_exists(plan, "plan"), need_checkpoints=False), output, poll_s=poll,
                  format=format, run_name=name, live=console.is_terminal, options=_parse_options(backbone_option))
@@ -910,8 +920,42 @@ def _output_callback(kind: str, previous: Callable | None):
     return callback
 
 
+def _check_device(value) -> None:
+    import re
+
+    if value is not None and not re.match(r"^(auto|cpu|cuda|cuda:\d+|mps)$", str(value)):
+        raise typer.BadParameter(f"unknown device {value!r}; use auto, cpu, cuda or cuda:N")
+
+
+def _check_key_values(value, what: str) -> None:
+    for item in value or []:
+        key, sep, _ = str(item).partition("=")
+        if not sep or not key:
+            raise typer.BadParameter(f"{what} {item!r} must look like KEY=VALUE")
+
+
+def _check_decoder(value) -> None:
+    from vidcache.video.decode import BACKENDS
+
+    if value is not None and value not in BACKENDS:
+        raise typer.BadParameter(f"decoder must be one of {', '.join(BACKENDS)}, got {value!r}")
+
+
+# Options that recur across commands, checked by name while the command line is parsed.
+SHARED_CHECKS = {"device": _check_device, "decoder": _check_decoder,
+                 "storage_option": lambda v: _check_key_values(v, "storage option"),
+                 "backbone_option": lambda v: _check_key_values(v, "backbone option")}
+
+
+def _value_callback(check: Callable, previous: Callable | None):
+    def callback(ctx, param, value):
+        check(value)
+        return previous(ctx, param, value) if previous is not None else value
+    return callback
+
+
 def _command_with_checks():
-    """The click command tree of `app`, with output checks on every command's output parameters."""
+    """The click command tree of `app`, with output paths and shared options checked while parsing."""
     root = typer.main.get_command(app)
 
     def walk(cmd, path: tuple) -> None:
@@ -921,6 +965,8 @@ def _command_with_checks():
             if param.name in OUTPUT_PARAMS:
                 kind = "file" if path + (param.name,) in FILE_OUTPUTS else "folder"
                 param.callback = _output_callback(kind, param.callback)
+            elif param.name in SHARED_CHECKS:
+                param.callback = _value_callback(SHARED_CHECKS[param.name], param.callback)
 
     walk(root, ())
     return root
