@@ -80,3 +80,69 @@ def test_data_manifest_from_folders(capsys, tmp_path):
 
     m = read_manifest(tmp_path / "m.csv")
     assert m.classes == ["jump", "run"] and m.counts() == {"test": 2, "train": 6, "val": 2}
+
+
+def test_click_usage_errors_are_one_line(capsys):
+    code, _, err = run_main(capsys, "scale", "train", "s.zarr", "-o", "r", "--epochs", "abc")
+    assert code == 2 and err.strip().splitlines() == [
+        "error: Invalid value for '--epochs': Input should be a valid integer, unable to parse string as an "
+        "integer (see `vidcache scale train --help`)"]
+    code, _, err = run_main(capsys, "probe", "linear")
+    assert code == 2 and err.strip() == "error: Missing argument 'store'. (see `vidcache probe linear --help`)"
+
+
+def test_output_paths_are_checked_before_work(capsys, tmp_path, synth_corpus):
+    manifest, _ = synth_corpus
+    (tmp_path / "cb").mkdir()
+    # A folder where the codebook file goes: refused while parsing, not after training.
+    code, _, err = run_main(capsys, "codec", "train", manifest, "-o", tmp_path / "cb", "--k", "8")
+    assert code == 2 and "cb is a folder; give the name of a file to write" in err
+    assert list((tmp_path / "cb").iterdir()) == [] and not (tmp_path / "cb.tmp").exists()
+    (tmp_path / "plain").write_text("x")
+    for argv in (["data", "manifest", manifest.parent / "videos", "-o", tmp_path / "plain" / "m.csv"],
+                 ["data", "synth", tmp_path / "plain" / "c"],
+                 ["extract", "clips", manifest, "-o", tmp_path / "plain" / "s.zarr"],
+                 ["eval", "run", "-o", tmp_path / "plain" / "e", "--checkpoint", "tiny", "--manifest", manifest,
+                  "--probe", "knn"]):
+        code, _, err = run_main(capsys, *argv)
+        assert code == 2 and len(err.strip().splitlines()) == 1 and "plain is a file, not a folder" in err, argv
+    # Parents are created, as by every other command.
+    code, _, _ = run_main(capsys, "extract", "clips", manifest, "-o", tmp_path / "s.zarr", "--protocol", "1x1",
+                          "--workers", "0")
+    assert code == 0
+    code, out, _ = run_main(capsys, "cache", "export", tmp_path / "s.zarr", "-o", tmp_path / "new" / "dir" / "s.h5")
+    assert code == 0 and (tmp_path / "new" / "dir" / "s.h5").is_file()
+
+
+def test_decoder_is_checked_in_codec_commands(capsys, tmp_path, synth_corpus):
+    manifest, _ = synth_corpus
+    code, _, err = run_main(capsys, "codec", "train", manifest, "-o", tmp_path / "cb.npz", "--decoder", "foo")
+    assert code == 2 and "decoder must be one of auto, decord, pyav, got 'foo'" in err and "Traceback" not in err
+    code, _, err = run_main(capsys, "codec", "eval", tmp_path / "codes.zarr", "--decoder", "foo")
+    assert code == 2 and "decoder must be one of auto, decord, pyav, got 'foo'" in err
+    from vidcache.codec.evaluate import evaluate_store
+    from vidcache.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="max_videos must be >= 1"):  # not "no done videos"
+        evaluate_store(tmp_path / "codes.zarr", max_videos=0)
+
+
+def test_kinetics_manifest_takes_every_splits_file(capsys, tmp_path):
+    rows = {"train": [f"a,id{i},0,10,train" for i in range(6)], "val": [f"b,vd{i},0,10,validate" for i in range(4)]}
+    for name, lines in rows.items():
+        (tmp_path / f"{name}.csv").write_text("label,youtube_id,time_start,time_end,split\n" + "\n".join(lines) + "\n")
+    (tmp_path / "k400").mkdir()
+    code, out, _ = run_main(capsys, "data", "manifest", tmp_path / "k400", "-o", tmp_path / "m.csv", "--format",
+                            "kinetics", "--splits", tmp_path / "train.csv", "--splits", tmp_path / "val.csv")
+    assert code == 0 and "10 videos, 2 classes, splits {'train': 6, 'val': 4}" in out
+    code, _, err = run_main(capsys, "data", "manifest", tmp_path / "k400", "-o", tmp_path / "m.csv",
+                            "--splits", tmp_path / "train.csv")
+    assert code == 2 and "--splits is read by --format ucf101, hmdb51 or kinetics, not folders" in err
+
+
+def test_prune_takes_durations(capsys, tmp_path):
+    (tmp_path / "stores").mkdir()
+    code, out, _ = run_main(capsys, "cache", "prune", tmp_path, "--older-than", "30d")
+    assert code == 0 and "nothing to prune" in out
+    code, _, err = run_main(capsys, "cache", "prune", tmp_path, "--older-than", "-1d")
+    assert code == 2 and "must be a finite age >= 0" in err
