@@ -227,7 +227,7 @@ def data_manifest(root: Path = typer.Argument(..., help="dataset root (videos)")
     Library: `vidcache.data.importers`."""
     from vidcache.data import importers
 
-    formats = ("folders", "ucf101", "hmdb51", "kinetics", "ssv2")
+    formats = ("folders", "ucf101", "hmdb51", "kinetics", "ssv2", "davis")
     if format not in formats:
         raise typer.BadParameter(f"unknown --format {format!r}; use {', '.join(formats[:-1])} or {formats[-1]}")
     if splits and format not in ("ucf101", "hmdb51", "kinetics"):
@@ -250,13 +250,11 @@ def data_manifest(root: Path = typer.Argument(..., help="dataset root (videos)")
         from vidcache.data.davis import manifest_from_davis
 
         m = manifest_from_davis(root)
-    elif format == "ssv2":
+    else:  # ssv2
         if not (labels_json and train_json and val_json):
             raise typer.BadParameter("--format ssv2 needs --labels-json, --train-json and --val-json")
         m = importers.manifest_from_ssv2(root, labels_json, train_json, val_json, test_json,
                                          official_val_as=official_val_as, val_fraction=val_fraction, seed=seed)
-    else:
-        raise typer.BadParameter(f"unknown --format {format!r}; use folders, ucf101, hmdb51, kinetics, ssv2 or davis")
     m.write(output)
     out.print(f"wrote {output}: {len(m)} videos, {len(m.classes)} classes, splits {m.counts()}")
 
