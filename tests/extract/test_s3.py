@@ -67,7 +67,8 @@ def no_aws_env(tmp_path) -> dict:
 def test_extract_to_s3_one_process_and_two_ranks_equal_local(s3, synth_corpus, local_ref, tmp_path):
     manifest_path, _ = synth_corpus
     # One process, endpoint and credentials given only as --storage-option (no AWS_* variables).
-    opts = ["--storage-option", f"endpoint_url={s3.server.endpoint}", "--storage-option", f"key={s3.env['AWS_ACCESS_KEY_ID']}",
+    opts = ["--storage-option", f"endpoint_url={s3.server.endpoint}",
+            "--storage-option", f"key={s3.env['AWS_ACCESS_KEY_ID']}",
             "--storage-option", f"secret={s3.env['AWS_SECRET_ACCESS_KEY']}"]
     one = s3.url("one.zarr")
     r = subprocess.run([sys.executable, "-m", "vidcache", "extract", "clips", str(manifest_path), "-o", one,
@@ -89,7 +90,8 @@ def test_extract_to_s3_one_process_and_two_ranks_equal_local(s3, synth_corpus, l
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]
     assert_same_store(local_ref, two)
-    np.testing.assert_array_equal(Store.open(two).group["clips/tokens"][:], Store.open(local_ref).group["clips/tokens"][:])
+    np.testing.assert_array_equal(Store.open(two).group["clips/tokens"][:],
+                                  Store.open(local_ref).group["clips/tokens"][:])
 
     # cache info / verify / export read it.
     info = run_cli("cache", "info", two, "--json")
