@@ -100,7 +100,7 @@ def main() -> int:
         args.videos, args.epochs = 48, 2
     work = args.work
     work.mkdir(parents=True, exist_ok=True)
-    results = {"config": vars(args) | {"work": str(work)}, "tables": {}}
+    results = {"config": vars(args) | {"work": work.name}, "tables": {}}
     prepared = {}
     for name in args.corpora:
         t0 = time.perf_counter()
