@@ -527,7 +527,8 @@ def cache_verify(store: str = typer.Argument(..., help="store path or URL"),
 @cache_app.command("quantize")
 def cache_quantize(store: str = typer.Argument(..., help="clip store with tokens (--tokens full or frames:...)"),
                    output: str = typer.Option(..., "-o", "--output", help="PQ store to write"),
-                   subvectors: int = typer.Option(..., help="M: uint8 codes per token (must divide D; 2*D/M x smaller)"),
+                   subvectors: Optional[int] = typer.Option(None, help="M: uint8 codes per token, dividing D "
+                                                                       "(default D/8: 16x fewer bytes than f16)"),
                    train_split: str = typer.Option("train", help="split whose tokens train the codebook"),
                    train_tokens: int = typer.Option(200_000, help="most tokens the codebook is trained on"),
                    seed: int = typer.Option(0, help="seed of the token sample and of k-means"),

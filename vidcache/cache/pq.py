@@ -106,11 +106,11 @@ def _training_tokens(store, name: str, split: str, limit: int, seed: int) -> np.
     return np.concatenate(parts)
 
 
-def quantize_store(src_url: str | Path, out_url: str | Path, subvectors: int, *, train_split: str = "train",
+def quantize_store(src_url: str | Path, out_url: str | Path, subvectors: int | None = None, *, train_split: str = "train",
                    train_tokens: int = 200_000, seed: int = 0, overwrite: bool = False, progress=None):
     """Write a copy of the clip store at `src_url` whose token array is PQ codes; returns the new Store.
 
-    The codebook is trained on at most `train_tokens` tokens of `train_split` (deterministic for a
+    `subvectors` (M) defaults to D/8: 16x fewer bytes than float16. The codebook is trained on at most `train_tokens` tokens of `train_split` (deterministic for a
     seed). Blocks are copied one by one, data before status, so a killed run resumes where it stopped.
     """
     from vidcache.cache.store import ArraySpec, Store
@@ -124,6 +124,7 @@ def quantize_store(src_url: str | Path, out_url: str | Path, subvectors: int, *,
     if src.group[name].attrs.get("pq_codebook"):
         raise StoreError(f"{src.url}: {name} is already PQ codes")
     D = int(src.group[name].shape[-1])
+    subvectors = int(subvectors or max(1, D // 8))
     if subvectors < 1 or D % subvectors:
         raise DataError(f"--subvectors must divide the token dimension {D} (e.g. {D // 8 or 1}), got {subvectors}")
     codebook = train_codebook(_training_tokens(src, name, train_split, train_tokens, seed), subvectors, seed)
