@@ -40,8 +40,7 @@ def test_bad_input_is_one_line_and_exit_2(capsys, tmp_path, monkeypatch, argv, m
     assert code == 2
     assert message in err
     assert "Traceback" not in err
-    if not err.lstrip().startswith(("Usage", "╭")):  # click's own usage errors carry a usage line
-        assert len(err.strip().splitlines()) == 1, err
+    assert len(err.strip().splitlines()) == 1, err  # click's usage errors too
 
 
 def test_synth_info_verify_export(capsys, tmp_path):
@@ -117,9 +116,9 @@ def test_output_paths_are_checked_before_work(capsys, tmp_path, synth_corpus):
 def test_decoder_is_checked_in_codec_commands(capsys, tmp_path, synth_corpus):
     manifest, _ = synth_corpus
     code, _, err = run_main(capsys, "codec", "train", manifest, "-o", tmp_path / "cb.npz", "--decoder", "foo")
-    assert code == 2 and "decoder must be one of auto, decord, pyav, got 'foo'" in err and "Traceback" not in err
+    assert code == 2 and "decoder must be one of auto" in err and "got 'foo'" in err and "Traceback" not in err
     code, _, err = run_main(capsys, "codec", "eval", tmp_path / "codes.zarr", "--decoder", "foo")
-    assert code == 2 and "decoder must be one of auto, decord, pyav, got 'foo'" in err
+    assert code == 2 and "decoder must be one of auto" in err and "got 'foo'" in err
     from vidcache.codec.evaluate import evaluate_store
     from vidcache.errors import ConfigError
 

@@ -97,8 +97,12 @@ def _argv(path, cmd, name, value, tmp: Path):
         flag = max(param.opts, key=len)
         if param.name == name:
             argv += [flag, value]
-        elif param.required:
-            argv += [flag, "out-never-written" if param.name in OUTPUT_PARAMS else "missing-input"]
+        elif param.required and param.name in OUTPUT_PARAMS:
+            argv += [flag, "out-never-written"]
+        elif param.required:  # a valid value of its kind: a number for numbers, a missing path otherwise
+            kind = getattr(getattr(param, "type_descriptor", None), "annotation", None) or getattr(param, "type", None)
+            numeric = kind in (int, float) or any(t in str(kind).lower() for t in ("int", "float"))
+            argv += [flag, "1" if numeric else "missing-input"]
     return argv
 
 
