@@ -16,8 +16,6 @@ from typing import Callable, Iterator, List, Optional
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-from rich.table import Table
 
 import vidcache
 from vidcache.errors import VidcacheError
@@ -57,6 +55,8 @@ def _root(version: bool = typer.Option(False, "--version", callback=_version, is
 
 # ----------------------------------------------------------------------------------------------- helpers
 def progress_columns() -> list:
+    from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
     return [TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
             TextColumn("ETA"), TimeRemainingColumn()]
 
@@ -64,6 +64,15 @@ def progress_columns() -> list:
 @contextlib.contextmanager
 def progress_bar(description: str, total: int | None = None, unit: str = "videos") -> Iterator[Callable]:
     """A rich progress bar with rate and ETA; yields `update(done, total=None, **fields)`."""
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
     columns = [TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn()]
     with Progress(*columns, console=console, transient=False, disable=not console.is_terminal
@@ -109,48 +118,58 @@ def _print_json(obj) -> None:
     out.print_json(json.dumps(obj, default=str))
 
 
+_OPTIONAL_SCALARS = {"int | None": int, "float | None": float, "str | None": str,
+                     "Optional[int]": int, "Optional[float]": float, "Optional[str]": str}
+
+
 def config_command(sub: typer.Typer, name: str, config_cls: type, run: Callable, *, params: list, help: str,
                    skip: tuple = ()) -> None:
     """Register a command whose options are the fields of a config dataclass.
 
     Each field becomes `--field-name` with the field's default and help text (lists as comma lists,
-    booleans as --x/--no-x), so a config gains a CLI option the day it gains a field. `params` are
-    the command's own arguments (typer Parameters); `run(cfg_kwargs, **own)` does the work.
+    booleans as --x/--no-x, `int | None` fields as optional numbers, other fields as JSON), so a
+    config gains a CLI option the day it gains a field. `params` are the command's own arguments
+    (typer Parameters); `run(cfg_kwargs, **own)` does the work (and gets the click context as `ctx`
+    when it takes one). Only the config class is needed here, so config modules stay free of torch
+    and `--help` starts at once.
     """
     import dataclasses
 
     fields = {f.name: f for f in dataclasses.fields(config_cls) if f.name not in skip}
-    options = []
+    options, kinds = [], {}
     for f in fields.values():
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
         flag = "--" + f.name.replace("_", "-")
         text = f.metadata.get("help", "")
         if isinstance(default, bool):
-            ann, opt = bool, typer.Option(default, f"{flag}/--no-{f.name.replace('_', '-')}", help=text)
+            kind, ann, opt = "plain", bool, typer.Option(default, f"{flag}/--no-{f.name.replace('_', '-')}", help=text)
         elif isinstance(default, (list, tuple)):
-            ann, opt = str, typer.Option(",".join(map(str, default)), flag, help=f"{text} (comma list)")
+            kind, ann, opt = "list", str, typer.Option(",".join(map(str, default)), flag, help=f"{text} (comma list)")
         elif isinstance(default, (int, float, str)):
-            ann, opt = type(default), typer.Option(default, flag, help=text)
-        else:  # None or a dict: given as JSON or a plain string
-            ann, opt = Optional[str], typer.Option(None, flag, help=f"{text} (JSON)")
+            kind, ann, opt = "plain", type(default), typer.Option(default, flag, help=text)
+        elif default is None and str(f.type) in _OPTIONAL_SCALARS:
+            kind, ann, opt = "plain", Optional[_OPTIONAL_SCALARS[str(f.type)]], typer.Option(None, flag, help=text)
+        else:  # a dict, or None of another type: given as JSON or a plain string
+            kind, ann, opt = "json", Optional[str], typer.Option(None, flag, help=f"{text} (JSON)")
+        kinds[f.name] = (kind, default)
         options.append(inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=opt, annotation=ann))
+    wants_ctx = "ctx" in inspect.signature(run).parameters
 
     def command(ctx: typer.Context, **kwargs):
         own = {p.name: kwargs.pop(p.name) for p in params}
+        if wants_ctx:
+            own["ctx"] = ctx
         cfg = {}
         for key, value in kwargs.items():
             # Options left at their defaults stay out, so a preset's values can fill them; the
             # config class gives every field it lacks the same default.
-            if _is_default(ctx, key):
+            if _is_default(ctx, key) or value is None:
                 continue
-            default = fields[key].default if fields[key].default is not dataclasses.MISSING \
-                else fields[key].default_factory()
-            if isinstance(default, (list, tuple)) and isinstance(value, str):
+            kind, default = kinds[key]
+            if kind == "list" and isinstance(value, str):
                 value = type(default)(_parse_value(v) for v in value.split(",") if v.strip())
-            elif value is not None and not isinstance(default, (bool, int, float, str)):
+            elif kind == "json":
                 value = _parse_value(value)
-            elif value is None:
-                continue
             cfg[key] = value
         run(cfg, **own)
 
@@ -180,7 +199,7 @@ def _param(name: str, annotation, default) -> inspect.Parameter:
 
 # ----------------------------------------------------------------------------------------------- data
 def _register_synth() -> None:
-    from vidcache.data.synth import SynthConfig
+    from vidcache.data.config import SynthConfig
 
     def synth(cfg: dict, out_dir: Path, workers: int, overwrite: bool) -> None:
         from vidcache.config import from_dict
@@ -260,91 +279,68 @@ def data_manifest(root: Path = typer.Argument(..., help="dataset root (videos)")
 
 
 # ----------------------------------------------------------------------------------------------- extract
-@extract_app.command("clips")
-def extract_clips_cmd(
-        ctx: typer.Context,
-        manifest: Path = typer.Argument(..., help="manifest CSV (path,label,split)"),
-        output: List[str] = typer.Option(..., "-o", "--output", help="clip store to write (path or fsspec URL); "
-                                                                       "one per --backbone"),
-        backbone: List[str] = typer.Option(["tiny"], help="backbone name or prefix:arg (`vidcache extract "
-                                                          "backbones`); repeat it to extract several backbones "
-                                                          "from one decode pass"),
-        protocol: str = typer.Option("5x3", help="1x1, 5x3, 2x3, uniform:C, random:C:seed, or frames:all / "
-                                                 "frames:N[:stride] (per-frame patch tokens, with --tokens full)"),
-        tokens: str = typer.Option("none", help="none, full, or pool:T,H,W (for attentive probes)"),
-        short_side: Optional[int] = typer.Option(None, help="frames protocols: short side of the resized "
-                                                             "frames (default: the backbone's; DINO 480)"),
-        size_multiple: Optional[int] = typer.Option(None, help="frames protocols: floor the long side to a "
-                                                                "multiple of this (default 64, as DINO)"),
-        batch_size: int = typer.Option(32, help="clips per forward pass"),
-        workers: int = typer.Option(2, help="decode worker processes (0 = in the main process)"),
-        device: str = typer.Option("auto", help="auto, cpu, cuda or cuda:N"),
-        dtype: str = typer.Option("fp32", help="compute dtype: fp32, bf16, fp16 (GPU)"),
-        clip_len: Optional[int] = typer.Option(None, help="frames per clip (default: the backbone's)"),
-        stride: Optional[int] = typer.Option(None, help="frame stride (default: the backbone's)"),
-        crop_fraction: float = typer.Option(1.0, help="eval crop side / short side (0.875 = 256->224)"),
-        decoder: str = typer.Option("auto", help="auto (torchcodec, else decord; PyAV fallback), torchcodec, "
-                                                 "decord or pyav"),
-        decode_device: str = typer.Option("cpu", help="where torchcodec decodes: cpu, or cuda (NVDEC; frames stay "
-                                                      "on the GPU; needs --decoder torchcodec --workers 0)"),
-        decode_timeout: float = typer.Option(300.0, help="seconds before a hung video is failed"),
-        videos_per_block: Optional[int] = typer.Option(None, help="videos per block (unit of resume)"),
-        backbone_option: List[str] = typer.Option([], help="backbone factory option KEY=VALUE (repeatable)"),
-        trust_checkpoint: bool = typer.Option(False, help="allow arbitrary pickles in checkpoints (unsafe)"),
-        features: str = typer.Option("mean", help="named features to store (comma list): mean, cls, "
-                                                  "cls+avgpool, lastN, lastN+avgpool (docs/store.md)"),
-        preset: Optional[str] = typer.Option(None, help="protocol of record: vjepa-k400, vjepa-ssv2, vjepa2-k400, "
-                                                        "vjepa2-ssv2, dino-knn, dinov2-linear (docs/protocols.md); "
-                                                        "options given here override its values"),
-        overwrite: bool = typer.Option(False, help="replace a store made with another config"),
-        storage_option: List[str] = typer.Option([], "--storage-option", help=STORAGE_HELP)) -> None:
-    """Decode videos once, run a frozen backbone, write clip embeddings + boxes to a clip store.
-    Resumes by default; under torchrun every rank takes its own blocks.
-    Library: `vidcache.extract.clips.extract_clips`."""
-    from vidcache.data.manifest import read_manifest
-    from vidcache.extract.clips import ClipExtractConfig, extract_clips, extract_clips_many
+def _register_extract_clips() -> None:
+    from vidcache.extract.config import ClipExtractConfig
 
-    if len(output) != len(backbone):
-        raise typer.BadParameter(f"give one -o/--output per --backbone ({len(backbone)} backbones, "
-                                 f"{len(output)} outputs)")
-    values = dict(backbone=backbone[0], backbone_options=_parse_options(backbone_option),
-                  protocol=protocol, tokens=tokens, clip_len=clip_len, stride=stride,
-                  crop_fraction=crop_fraction, short_side=short_side, size_multiple=size_multiple,
-                  dtype=dtype, batch_size=batch_size, workers=workers,
-                  device=device, decode_timeout=decode_timeout, decoder=decoder, decode_device=decode_device,
-                  videos_per_block=videos_per_block, trust_checkpoint=trust_checkpoint,
-                  features=[f.strip() for f in features.split(",") if f.strip()])
-    if preset:
-        from vidcache.extract.clips import apply_preset
+    def clips(cfg: dict, ctx, manifest: Path, output: List[str], backbone: List[str], backbone_option: List[str],
+              overwrite: bool, storage_option: List[str]) -> None:
+        import time
 
-        given = {k: v for k, v in values.items() if k != "backbone_options" and not _is_default(ctx, k)}
-        values = {**values, **apply_preset(given, preset)}
-    from vidcache.config import from_dict
+        from vidcache.config import from_dict
+        from vidcache.data.manifest import read_manifest
+        from vidcache.extract.clips import extract_clips, extract_clips_many
 
-    cfg = from_dict(ClipExtractConfig, values, "extract config")
-    m = read_manifest(manifest)
-    _use_storage_options(storage_option, *output, *m.paths)
-    import time
+        if len(output) != len(backbone):
+            raise typer.BadParameter(f"give one -o/--output per --backbone ({len(backbone)} backbones, "
+                                     f"{len(output)} outputs)")
+        values = {**cfg, "backbone": backbone[0]}
+        if cfg.get("preset"):
+            from vidcache.extract.clips import apply_preset
 
-    t0 = time.perf_counter()
-    with progress_bar(f"extracting {', '.join(backbone)}", len(m)) as update:
-        def on_progress(done: int, total: int, clips: int) -> None:
-            dt = max(time.perf_counter() - t0, 1e-9)
-            update(done, total, rate=f"{done / dt:.1f} videos/s {clips / dt:.0f} clips/s")
+            given = {k: v for k, v in values.items() if k != "backbone" or not _is_default(ctx, "backbone")}
+            values = {**values, **apply_preset(given, cfg["preset"])}
+        config = from_dict(ClipExtractConfig, {**values, "backbone_options": _parse_options(backbone_option)},
+                           "extract config")
+        m = read_manifest(manifest)
+        _use_storage_options(storage_option, *output, *m.paths)
+        t0 = time.perf_counter()
+        with progress_bar(f"extracting {', '.join(backbone)}", len(m)) as update:
+            def on_progress(done: int, total: int, n_clips: int) -> None:
+                dt = max(time.perf_counter() - t0, 1e-9)
+                update(done, total, rate=f"{done / dt:.1f} videos/s {n_clips / dt:.0f} clips/s")
 
-        if len(backbone) == 1:
-            summaries = [extract_clips(m, output[0], cfg, overwrite=overwrite, progress=on_progress)]
-        else:
-            summaries = extract_clips_many(m, list(output), cfg, list(backbone), overwrite=overwrite,
-                                           progress=on_progress)
-    failed = False
-    for summary in summaries:
-        try:
-            _report_extraction(summary)
-        except typer.Exit:
-            failed = True
-    if failed:
-        raise typer.Exit(EXIT_FAILURES)
+            if len(backbone) == 1:
+                summaries = [extract_clips(m, output[0], config, overwrite=overwrite, progress=on_progress)]
+            else:
+                summaries = extract_clips_many(m, list(output), config, list(backbone), overwrite=overwrite,
+                                               progress=on_progress)
+        failed = False
+        for summary in summaries:
+            try:
+                _report_extraction(summary)
+            except typer.Exit:
+                failed = True
+        if failed:
+            raise typer.Exit(EXIT_FAILURES)
+
+    config_command(extract_app, "clips", ClipExtractConfig, clips, skip=("backbone", "backbone_options"), params=[
+        _param("manifest", Path, typer.Argument(..., help="manifest CSV (path,label,split)")),
+        _param("output", List[str], typer.Option(..., "-o", "--output", help="clip store to write (path or fsspec "
+                                                                            "URL); one per --backbone")),
+        _param("backbone", List[str], typer.Option(["tiny"], help="backbone name or prefix:arg (`vidcache extract "
+                                                                  "backbones`); repeat it to extract several "
+                                                                  "backbones from one decode pass")),
+        _param("backbone_option", List[str], typer.Option([], help="backbone factory option KEY=VALUE "
+                                                                   "(repeatable)")),
+        _param("overwrite", bool, typer.Option(False, help="replace a store made with another config")),
+        _storage_option_param(),
+    ], help="Decode videos once, run a frozen backbone, write clip embeddings + boxes to a clip store. "
+            "Resumes by default; under torchrun every rank takes its own blocks. With --preset (vjepa-k400, "
+            "vjepa-ssv2, vjepa2-k400, vjepa2-ssv2, dino-knn, dinov2-linear; docs/protocols.md) the options "
+            "given here override the preset's values. Library: `vidcache.extract.clips.extract_clips`.")
+
+
+_register_extract_clips()
 
 
 def _parse_options(items: List[str], what: str = "backbone option") -> dict:
@@ -372,40 +368,36 @@ def _report_extraction(summary) -> None:
         raise typer.Exit(EXIT_FAILURES)
 
 
-@extract_app.command("codes")
-def extract_codes_cmd(
-        manifest: Path = typer.Argument(..., help="manifest CSV (path,label,split)"),
-        codebook: Path = typer.Option(..., help="codebook from `vidcache codec train`"),
-        output: str = typer.Option(..., "-o", "--output", help="code store to write (path or fsspec URL)"),
-        fps: Optional[float] = typer.Option(None, help="resample to this frame rate (default: native)"),
-        max_frames: int = typer.Option(64, help="frames kept per video (a centred window)"),
-        workers: int = typer.Option(2, help="decode worker processes"),
-        device: str = typer.Option("auto", help="nearest-centroid search device: auto, cpu, cuda"),
-        decoder: str = typer.Option("auto", help="auto (torchcodec, else decord; PyAV fallback), torchcodec, "
-                                                 "decord or pyav"),
-        decode_timeout: float = typer.Option(300.0, help="seconds before a hung video is failed"),
-        videos_per_block: Optional[int] = typer.Option(None, help="videos per block (unit of resume)"),
-        overwrite: bool = typer.Option(False, help="replace a store made with another config"),
-        storage_option: List[str] = typer.Option([], "--storage-option", help=STORAGE_HELP)) -> None:
-    """Quantize frames into k-means patch codes (uint16; uint8 when K <= 256) in a code store.
-    Resumable and torchrun-aware like `extract clips`. Library: `vidcache.extract.codes.extract_codes`."""
-    from vidcache.config import check
-    from vidcache.data.manifest import read_manifest
-    from vidcache.extract.codes import CodeExtractConfig, extract_codes
+def _register_extract_codes() -> None:
+    from vidcache.extract.config import CodeExtractConfig
 
-    cfg = check(CodeExtractConfig(codebook=str(codebook), fps=fps, max_frames=max_frames,
-                                  workers=workers, device=device, decoder=decoder, decode_timeout=decode_timeout,
-                                  videos_per_block=videos_per_block), "extract codes config")
-    _exists(codebook, "codebook")
-    m = read_manifest(manifest)
-    _use_storage_options(storage_option, output, *m.paths)
-    import time
+    def codes(cfg: dict, manifest: Path, output: str, overwrite: bool, storage_option: List[str]) -> None:
+        import time
 
-    t0 = time.perf_counter()
-    with progress_bar("encoding codes", len(m)) as update:
-        summary = extract_codes(m, output, cfg, overwrite=overwrite,
-                                progress=lambda d, n, c: update(d, n, rate=f"{d / max(time.perf_counter() - t0, 1e-9):.1f} videos/s"))
-    _report_extraction(summary)
+        from vidcache.config import from_dict
+        from vidcache.data.manifest import read_manifest
+        from vidcache.extract.codes import extract_codes
+
+        config = from_dict(CodeExtractConfig, cfg, "extract codes config")
+        _exists(Path(config.codebook), "codebook")
+        m = read_manifest(manifest)
+        _use_storage_options(storage_option, output, *m.paths)
+        t0 = time.perf_counter()
+        with progress_bar("encoding codes", len(m)) as update:
+            summary = extract_codes(m, output, config, overwrite=overwrite, progress=lambda d, n, c: update(
+                d, n, rate=f"{d / max(time.perf_counter() - t0, 1e-9):.1f} videos/s"))
+        _report_extraction(summary)
+
+    config_command(extract_app, "codes", CodeExtractConfig, codes, params=[
+        _param("manifest", Path, typer.Argument(..., help="manifest CSV (path,label,split)")),
+        _param("output", str, typer.Option(..., "-o", "--output", help="code store to write (path or fsspec URL)")),
+        _param("overwrite", bool, typer.Option(False, help="replace a store made with another config")),
+        _storage_option_param(),
+    ], help="Quantize frames into k-means patch codes (uint16; uint8 when K <= 256) in a code store. "
+            "Resumable and torchrun-aware like `extract clips`. Library: `vidcache.extract.codes.extract_codes`.")
+
+
+_register_extract_codes()
 
 
 @extract_app.command("backbones")
@@ -421,7 +413,7 @@ def extract_backbones(pattern: str = typer.Argument("*", help="glob over registe
 
 # ----------------------------------------------------------------------------------------------- codec
 def _register_codec_train() -> None:
-    from vidcache.codec import CodecConfig
+    from vidcache.codec.config import CodecConfig
 
     def train(cfg: dict, manifest: Path, output: Path, decoder: str) -> None:
         from vidcache.codec import train_codebook
@@ -462,6 +454,8 @@ def codec_eval(store: str = typer.Argument(..., help="code store from `vidcache 
     if as_json:
         _print_json(r)
         return
+    from rich.table import Table
+
     t = Table("video", "PSNR (dB)")
     for name, v in list(r["psnr_per_video"].items())[:20]:
         t.add_row(Path(name).name, f"{v:.2f}")
@@ -492,6 +486,8 @@ def cache_info(store: str = typer.Argument(..., help="store path or URL"),
     out.print(f"[bold]{info['url']}[/bold]  kind={info['kind']}  schema={info['schema']}  "
               f"videos={info['num_videos']}  block={info['videos_per_block']}  "
               f"on disk={info['bytes_on_disk'] / 1e6:.1f} MB  config_hash={info['config_hash'][:12]}")
+    from rich.table import Table
+
     t = Table("split", "done", "failed", "pending")
     for split, c in info["splits"].items():
         t.add_row(split, str(c["done"]), str(c["failed"]), str(c["pending"]))
@@ -602,10 +598,10 @@ PROBE_HELP = {
 
 
 def _register_probes() -> None:
-    from vidcache.probe.run import PROBES
+    from vidcache.probe.config import CONFIGS
 
-    for name, cls in PROBES.items():
-        config_command(probe_app, name, cls.Config, _probe_runner(name), params=[
+    for name, config_cls in CONFIGS.items():
+        config_command(probe_app, name, config_cls, _probe_runner(name), params=[
             _param("store", str, typer.Argument(..., help="clip store (path or URL)")),
             _param("output", Path, typer.Option(..., "-o", "--output", help="results folder")),
             _param("preset", Optional[str], typer.Option(None, help=_preset_help(name))),
@@ -614,9 +610,7 @@ def _register_probes() -> None:
 
 
 def _register_dense() -> None:
-    from vidcache.dense.propagate import PropagateConfig
-    from vidcache.dense.linseg import LinsegConfig
-    from vidcache.dense.retrieval import RetrievalConfig
+    from vidcache.dense.config import LinsegConfig, PropagateConfig, RetrievalConfig
 
     def retrieval(cfg: dict, store: str, output: Path) -> None:
         from vidcache.config import from_dict
@@ -682,8 +676,7 @@ def _preset_help(probe: str) -> str:
 
 # ----------------------------------------------------------------------------------------------- scale
 def _register_scale() -> None:
-    from vidcache.scale.config import ScaleConfig
-    from vidcache.scale.evaluate import ScaleEvalConfig
+    from vidcache.scale.config import ScaleConfig, ScaleEvalConfig
 
     def train(cfg: dict, store: str, output: Path, overwrite: bool, storage_option: List[str]) -> None:
         from vidcache.config import from_dict
@@ -730,8 +723,8 @@ def _register_scale() -> None:
 
 # ----------------------------------------------------------------------------------------------- pretrain
 def _register_pretrain() -> None:
+    from vidcache.pretrain.config import PretrainConfig
     from vidcache.pretrain.tdv_config import TDVConfig
-    from vidcache.pretrain.train import PretrainConfig
 
     def vjepa(cfg: dict, output: Path, storage_option: List[str]) -> None:
         from vidcache.config import from_dict

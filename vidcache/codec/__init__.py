@@ -6,16 +6,15 @@
     video = CodeDecoder(cb).cuda()(torch.from_numpy(codes[None]).cuda())   # [1, 3, T, 160, 160]
 """
 
-from vidcache.codec.codebook import MAX_K, Codebook, CodecConfig, code_dtype, codebook_from_config, load_codebook
-from vidcache.codec.decoder import CodeDecoder, decode_codes_np
-from vidcache.codec.evaluate import evaluate_codes, evaluate_store, psnr, write_preview
-from vidcache.codec.frames import patchify, preprocess_frames, select_frames, unpatchify
-from vidcache.codec.kmeans import NearestCentroid, kmeans
-from vidcache.codec.train import fit_codebook, sample_patches, train_codebook, training_digest
+from vidcache._lazy import exports
 
-__all__ = [
-    "MAX_K", "CodecConfig", "Codebook", "CodeDecoder", "NearestCentroid", "code_dtype", "codebook_from_config",
-    "decode_codes_np", "evaluate_codes", "evaluate_store", "fit_codebook", "kmeans", "load_codebook", "patchify",
-    "preprocess_frames", "psnr", "sample_patches", "select_frames", "train_codebook", "training_digest",
-    "unpatchify", "write_preview",
-]
+__getattr__, __dir__, __all__ = exports(__name__, {
+    "vidcache.codec.config": ["MAX_K", "CodecConfig"],
+    "vidcache.codec.codebook": ["Codebook", "code_dtype", "codebook_from_config",
+        "load_codebook"],
+    "vidcache.codec.decoder": ["CodeDecoder", "decode_codes_np"],
+    "vidcache.codec.evaluate": ["evaluate_codes", "evaluate_store", "psnr", "write_preview"],
+    "vidcache.codec.frames": ["patchify", "preprocess_frames", "select_frames", "unpatchify"],
+    "vidcache.codec.kmeans": ["NearestCentroid", "kmeans"],
+    "vidcache.codec.train": ["fit_codebook", "sample_patches", "train_codebook", "training_digest"],
+})

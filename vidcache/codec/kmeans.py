@@ -21,14 +21,12 @@ from typing import Callable
 import numpy as np
 import torch
 
+from vidcache.codec.config import DEVICES
 from vidcache.errors import ConfigError
 
 # Points assigned per search call: bounds the float32 copy and, on torch, the [batch, K] distances.
 SEARCH_BATCH = 65536
 _SPLIT_EPS = 1.0 / 1024  # relative perturbation when splitting a cluster (faiss uses the same)
-DEVICES = ("auto", "cpu", "cuda")
-
-
 def _faiss():
     import faiss
 

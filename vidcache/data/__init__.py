@@ -1,31 +1,11 @@
 """Datasets: manifests, importers of official split files, and the synthetic corpus."""
 
-from vidcache.data.importers import (
-    IMPORTERS,
-    MissingVideosWarning,
-    import_manifest,
-    manifest_from_folders,
-    manifest_from_hmdb51,
-    manifest_from_kinetics,
-    manifest_from_ssv2,
-    manifest_from_ucf101,
-)
-from vidcache.data.manifest import Manifest, read_manifest
-from vidcache.data.synth import CLASS_NAMES, SynthConfig, class_kind, synthesize
+from vidcache._lazy import exports
 
-__all__ = [
-    "CLASS_NAMES",
-    "IMPORTERS",
-    "Manifest",
-    "MissingVideosWarning",
-    "SynthConfig",
-    "class_kind",
-    "import_manifest",
-    "manifest_from_folders",
-    "manifest_from_hmdb51",
-    "manifest_from_kinetics",
-    "manifest_from_ssv2",
-    "manifest_from_ucf101",
-    "read_manifest",
-    "synthesize",
-]
+__getattr__, __dir__, __all__ = exports(__name__, {
+    "vidcache.data.importers": ["IMPORTERS", "MissingVideosWarning", "import_manifest", "manifest_from_folders",
+        "manifest_from_hmdb51", "manifest_from_kinetics", "manifest_from_ssv2", "manifest_from_ucf101"],
+    "vidcache.data.manifest": ["Manifest", "read_manifest"],
+    "vidcache.data.config": ["CLASS_NAMES", "SynthConfig"],
+    "vidcache.data.synth": ["class_kind", "synthesize"],
+})

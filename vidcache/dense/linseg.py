@@ -26,33 +26,15 @@ from pathlib import Path
 
 import numpy as np
 
-from vidcache.config import check, config_hash, field, save_json, to_dict
+from vidcache.config import check, config_hash, save_json, to_dict
 from vidcache.data.davis import VOID, write_mask
+from vidcache.dense.config import LinsegConfig  # noqa: F401  (re-exported)
 from vidcache.dense.data import FrameVideo, frame_videos, open_frame_store
 from vidcache.dense.retrieval import frame_masks, frames_used, label_map_to_ids, miou, patch_labels
 from vidcache.errors import DataError
 from vidcache.probe.data import ProbeData
 from vidcache.probe.linear import LinearHead
-from vidcache.probe.train import TrainConfig, train_grid
-
-
-@dataclass
-class LinsegConfig(TrainConfig):
-    """Linear segmentation: the shared grid recipe plus which frames and classes to use."""
-
-    frames_per_video: int | None = field(8, help="frames used per video (evenly spaced; None = all)")
-    labels: str = field("masks", help="masks (mask ids are classes) or class (object pixels: 1 + video label)")
-    write_masks: bool = field(True, help="write the selected head's masks of the reported split", hashed=False)
-
-    def validate(self) -> list[str]:
-        p = super().validate()
-        if self.frames_per_video is not None and self.frames_per_video < 1:
-            p.append(f"frames_per_video must be >= 1, got {self.frames_per_video}")
-        if self.labels not in ("masks", "class"):
-            p.append(f"labels must be masks or class, got {self.labels!r}")
-        if self.sample != "clip":
-            p.append("linseg trains on single patch tokens: sample must be clip")
-        return p
+from vidcache.probe.train import train_grid
 
 
 @dataclass

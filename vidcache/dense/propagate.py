@@ -31,59 +31,20 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from vidcache.config import check, config_hash, field, save_json, to_dict
+from vidcache.config import check, config_hash, save_json, to_dict
 from vidcache.data.davis import VOID, write_mask
+from vidcache.dense.config import PRESETS, PropagateConfig  # noqa: F401  (re-exported)
 from vidcache.dense.data import FrameVideo, frame_videos, open_frame_store
 from vidcache.dense.metrics import sequence_scores, summarize
 from vidcache.errors import DataError
 
-PRESETS = {
-    "dino": {"n_last_frames": 7, "radius": 12, "topk": 5, "temperature": 0.1},
-    "rvm": {"n_last_frames": 20, "radius": 20, "topk": 7, "temperature": 0.7},
-}
 AFFINITY_BYTES = 256 << 20  # one chunk of the target-by-context affinity matrix
-
-
-@dataclass
-class PropagateConfig:
-    """Label propagation settings; unset fields take the preset's value."""
-
-    preset: str = field("dino", help="dino (7 frames, radius 12, top-5, T 0.1) or rvm (20, 20, 7, 0.7)")
-    n_last_frames: int | None = field(None, help="predicted frames kept as context besides the first")
-    radius: int | None = field(None, help="context tokens within this many grid cells (0 = no limit)")
-    topk: int | None = field(None, help="context tokens each target token takes its labels from")
-    temperature: float | None = field(None, help="softmax temperature of the cosine affinities")
-    split: str = field("val", help="split to evaluate")
-    bound_th: float = field(0.008, help="F tolerance: fraction of the image diagonal (>= 1: pixels)")
-    device: str = field("auto", help="auto, cpu, cuda or cuda:N", hashed=False)
-
-    def validate(self) -> list[str]:
-        p = []
-        if self.preset not in PRESETS:
-            p.append(f"preset must be one of {', '.join(PRESETS)}, got {self.preset!r}")
-        for name, lo in (("n_last_frames", 0), ("radius", 0), ("topk", 1)):
-            v = getattr(self, name)
-            if v is not None and v < lo:
-                p.append(f"{name} must be >= {lo}, got {v}")
-        if self.temperature is not None and not self.temperature > 0:
-            p.append(f"temperature must be > 0, got {self.temperature}")
-        if not self.bound_th > 0:
-            p.append(f"bound_th must be > 0, got {self.bound_th}")
-        return p
-
-    def resolved(self) -> dict:
-        base = dict(PRESETS.get(self.preset, PRESETS["dino"]))
-        for k in base:
-            if getattr(self, k) is not None:
-                base[k] = getattr(self, k)
-        return base
 
 
 def neighbourhood(h: int, w: int, radius: int) -> torch.Tensor | None:

@@ -28,50 +28,16 @@ The reference draws several augmented views of every training image for its bank
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from vidcache.config import check, config_hash, field, save_json, to_dict
+from vidcache.config import check, config_hash, save_json, to_dict
 from vidcache.data.davis import VOID, write_mask
+from vidcache.dense.config import RetrievalConfig  # noqa: F401  (re-exported)
 from vidcache.dense.data import FrameVideo, frame_videos, open_frame_store
-from vidcache.errors import DataError
-
-
-@dataclass
-class RetrievalConfig:
-    """Hummingbird retrieval settings."""
-
-    k: int = field(30, help="nearest bank patches per evaluation patch")
-    temperature: float = field(0.02, help="softmax temperature of the cosine weights")
-    bank_size: int | None = field(None, help="largest memory bank (patches); None keeps every train patch")
-    frames_per_video: int | None = field(8, help="frames used per video (evenly spaced; None = all)")
-    labels: str = field("masks", help="masks (mask ids are classes) or class (object pixels: 1 + video label)")
-    train_split: str = field("train", help="split whose frames fill the memory bank")
-    split: str = field("val", help="split to evaluate")
-    seed: int = field(0, help="seed of the bank's tie-breaking noise")
-    write_masks: bool = field(True, help="write the predicted masks as indexed PNGs (OUT/Annotations)",
-                              hashed=False)
-    device: str = field("auto", help="auto, cpu or cuda (faiss on GPU when it sees one)", hashed=False)
-
-    def validate(self) -> list[str]:
-        p = []
-        if self.k < 1:
-            p.append(f"k must be >= 1, got {self.k}")
-        if not self.temperature > 0:
-            p.append(f"temperature must be > 0, got {self.temperature}")
-        if self.bank_size is not None and self.bank_size < 1:
-            p.append(f"bank_size must be >= 1, got {self.bank_size}")
-        if self.frames_per_video is not None and self.frames_per_video < 1:
-            p.append(f"frames_per_video must be >= 1, got {self.frames_per_video}")
-        if self.labels not in ("masks", "class"):
-            p.append(f"labels must be masks or class, got {self.labels!r}")
-        if self.train_split == self.split:
-            p.append(f"the memory bank (train_split) and the evaluation split are both {self.split!r}")
-        return p
 
 
 def patch_labels(mask: np.ndarray, grid: tuple[int, int], patch: int, num_classes: int) -> np.ndarray:

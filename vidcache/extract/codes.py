@@ -16,36 +16,12 @@ import numpy as np
 import torch
 
 from vidcache.cache import ArraySpec
-from vidcache.config import check, field, to_dict
+from vidcache.config import check, to_dict
 from vidcache.device import resolve_device
 from vidcache.distributed import DistInfo, destroy_distributed, init_distributed
+from vidcache.extract.config import CodeExtractConfig  # noqa: F401  (re-exported)
 from vidcache.extract.runner import Summary, run_extraction
-from vidcache.video.decode import decode_problems, open_video
-
-
-@dataclass
-class CodeExtractConfig:
-    """How to turn videos into patch codes. Fields marked hashed=False only change speed."""
-
-    codebook: str = field("", help="codebook file from `vidcache codec train` (.npz)")
-    fps: float | None = field(None, help="resample to this frame rate (default: the video's own)")
-    max_frames: int = field(64, help="frames kept per video (a centred window when the video is longer)")
-    workers: int = field(2, help="decode worker processes (0 = in the main process)", hashed=False)
-    device: str = field("auto", help="device of the nearest-centroid search: auto, cpu, cuda", hashed=False)
-    decode_timeout: float = field(300.0, help="seconds one video may take to decode", hashed=False)
-    decoder: str = field("auto", help="auto (torchcodec, else decord; PyAV fallback), torchcodec, decord or pyav",
-                         hashed=False)
-    videos_per_block: int | None = field(None, help="videos per block (default: ~8 MB chunks)", hashed=False)
-
-    def validate(self) -> list[str]:
-        p = []
-        if not self.codebook:
-            p.append("codebook is required (train one with `vidcache codec train`)")
-        if self.fps is not None and self.fps <= 0:
-            p.append(f"fps must be > 0, got {self.fps}")
-        if self.max_frames < 1:
-            p.append(f"max_frames must be >= 1, got {self.max_frames}")
-        return p + decode_problems(self.workers, self.decode_timeout, self.decoder)
+from vidcache.video.decode import open_video
 
 
 @dataclass

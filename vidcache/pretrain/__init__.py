@@ -6,27 +6,16 @@
     pretrain(TDVConfig(codes="codes.zarr", out="tdv_run"))   # TDV: a per-frame encoder (+ "#motion")
 """
 
-from vidcache.pretrain.loader import (
-    ClipDecoder,
-    ClipSampling,
-    CodeClipDataset,
-    CodeSource,
-    Mp4ClipDataset,
-    PixelDecoder,
-    StreamSampler,
-    crop_codes,
-    make_loader,
-)
-from vidcache.pretrain.masks import MaskSpec, MultiBlockMasks, vjepa_mask_specs
-from vidcache.pretrain.objective import Objective
-from vidcache.pretrain.tdv import TDV, TDVObjective, build_tdv
-from vidcache.pretrain.tdv_config import TDVConfig
-from vidcache.pretrain.train import PretrainConfig, Trainer, latest_checkpoint, list_checkpoints, pretrain
-from vidcache.pretrain.vjepa import VJEPA, Predictor, VJEPAObjective, build_vjepa, ema_update
+from vidcache._lazy import exports
 
-__all__ = [
-    "ClipDecoder", "ClipSampling", "CodeClipDataset", "CodeSource", "MaskSpec", "Mp4ClipDataset", "MultiBlockMasks",
-    "PixelDecoder", "Predictor", "PretrainConfig", "StreamSampler", "Trainer", "VJEPA", "build_vjepa", "crop_codes",
-    "ema_update", "latest_checkpoint", "list_checkpoints", "make_loader", "pretrain", "vjepa_mask_specs",
-    "Objective", "TDV", "TDVConfig", "TDVObjective", "VJEPAObjective", "build_tdv",
-]
+__getattr__, __dir__, __all__ = exports(__name__, {
+    "vidcache.pretrain.loader": ["ClipDecoder", "ClipSampling", "CodeClipDataset", "CodeSource", "Mp4ClipDataset",
+        "PixelDecoder", "StreamSampler", "crop_codes", "make_loader"],
+    "vidcache.pretrain.masks": ["MultiBlockMasks", "vjepa_mask_specs"],
+    "vidcache.pretrain.objective": ["Objective"],
+    "vidcache.pretrain.tdv": ["TDV", "TDVObjective", "build_tdv"],
+    "vidcache.pretrain.config": ["MaskSpec", "PretrainConfig"],
+    "vidcache.pretrain.tdv_config": ["TDVConfig"],
+    "vidcache.pretrain.train": ["Trainer", "latest_checkpoint", "list_checkpoints", "pretrain"],
+    "vidcache.pretrain.vjepa": ["VJEPA", "Predictor", "VJEPAObjective", "build_vjepa", "ema_update"],
+})

@@ -28,7 +28,7 @@ resumed run and any number of ranks draw the same masks for the same step.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from functools import lru_cache
 from typing import Sequence
 
@@ -36,13 +36,11 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from vidcache.config import field
+from vidcache.pretrain.config import TEMPORAL_ANCHORS, MaskSpec  # noqa: F401  (re-exported)
 
 # Redraws of the block positions before a clip's context is forced to keep one token: on tiny grids
 # two long-range blocks can cover everything, and a context of zero tokens has nothing to encode.
 MAX_REDRAWS = 20
-# Where a block shorter than the clip sits in time; 'end' hides the last steps (forecasting).
-TEMPORAL_ANCHORS = ("random", "end")
 # The token grid the paper's mask scales were chosen for: 224 px crops of 16 px patches.
 REFERENCE_GRID = 14
 # Adapted scale ranges are searched on this step, and kept when within this of the intended fraction.
@@ -52,33 +50,6 @@ FRACTION_TOLERANCE = 0.004
 MAX_REDRAW_RATE = 0.5
 # Points over a scale / aspect range at which the expected visible fraction is averaged.
 RANGE_POINTS = 64
-
-
-@dataclass
-class MaskSpec:
-    """One kind of mask: the union of `num_blocks` blocks of one sampled size."""
-
-    num_blocks: int = field(8, help="blocks whose union forms the mask")
-    spatial_scale: tuple[float, float] = field((0.15, 0.15), help="fraction of the frame one block covers (range)")
-    temporal_scale: tuple[float, float] = field((1.0, 1.0), help="fraction of the clip's time steps a block spans")
-    aspect_ratio: tuple[float, float] = field((0.75, 1.5), help="block height / width (range)")
-    temporal_anchor: str = field("random", help="where a block shorter than the clip starts: 'random' "
-                                                "or 'end' (the last time steps: predict the future)")
-
-    def validate(self) -> list[str]:
-        p = []
-        if self.num_blocks < 1:
-            p.append(f"num_blocks must be >= 1, got {self.num_blocks}")
-        for name in ("spatial_scale", "temporal_scale", "aspect_ratio"):
-            lo, hi = getattr(self, name)
-            if not 0 < lo <= hi:
-                p.append(f"{name} must be a range 0 < lo <= hi, got {(lo, hi)}")
-        for name in ("spatial_scale", "temporal_scale"):
-            if getattr(self, name)[1] > 1:
-                p.append(f"{name} must be at most 1, got {getattr(self, name)}")
-        if self.temporal_anchor not in TEMPORAL_ANCHORS:
-            p.append(f"temporal_anchor must be one of {', '.join(TEMPORAL_ANCHORS)}, got {self.temporal_anchor!r}")
-        return p
 
 
 def vjepa_mask_specs() -> list[MaskSpec]:

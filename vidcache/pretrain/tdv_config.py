@@ -11,10 +11,7 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from vidcache.config import field
-
-VIT_SIZE_NAMES = ("vit_micro", "vit_tiny", "vit_small", "vit_base", "vit_large", "vit_huge", "vit_giant")
-LOADERS = ("codes", "mp4")
-DTYPES = ("auto", "fp32", "bf16")
+from vidcache.pretrain.config import DTYPES, LOADERS, VIT_SIZE_NAMES
 
 
 @dataclass

@@ -4,18 +4,16 @@ All trained probes share one loop (`train_grid`): a grid of heads over lr x wd t
 selected on val, reported on test.
 """
 
-from vidcache.probe.attentive import AttentiveClassifier, AttentiveConfig, AttentiveHead, AttentiveProbe
-from vidcache.probe.data import ProbeData, check_finite, load_split, subsample
-from vidcache.probe.knn import KNNConfig, KNNProbe, knn_scores
-from vidcache.probe.linear import LinearConfig, LinearHead, LinearProbe
-from vidcache.probe.metrics import classification_metrics
-from vidcache.probe.mlp import MLPConfig, MLPHead, MLPProbe
-from vidcache.probe.run import PROBES, make_config, run_probe
-from vidcache.probe.train import GridResult, ProbeConfig, TrainConfig, train_grid
+from vidcache._lazy import exports
 
-__all__ = [
-    "AttentiveClassifier", "AttentiveConfig", "AttentiveHead", "AttentiveProbe", "GridResult", "KNNConfig",
-    "KNNProbe", "LinearConfig", "LinearHead", "LinearProbe", "MLPConfig", "MLPHead", "MLPProbe", "PROBES",
-    "ProbeConfig", "ProbeData", "TrainConfig", "check_finite", "classification_metrics", "knn_scores",
-    "load_split", "make_config", "run_probe", "subsample", "train_grid",
-]
+__getattr__, __dir__, __all__ = exports(__name__, {
+    "vidcache.probe.attentive": ["AttentiveClassifier", "AttentiveHead", "AttentiveProbe"],
+    "vidcache.probe.data": ["ProbeData", "check_finite", "load_split", "subsample"],
+    "vidcache.probe.config": ["AttentiveConfig", "KNNConfig", "LinearConfig", "MLPConfig", "ProbeConfig", "TrainConfig"],
+    "vidcache.probe.knn": ["KNNProbe", "knn_scores"],
+    "vidcache.probe.linear": ["LinearHead", "LinearProbe"],
+    "vidcache.probe.metrics": ["classification_metrics"],
+    "vidcache.probe.mlp": ["MLPHead", "MLPProbe"],
+    "vidcache.probe.run": ["PROBES", "make_config", "run_probe"],
+    "vidcache.probe.train": ["GridResult", "train_grid"],
+})

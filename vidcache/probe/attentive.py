@@ -25,48 +25,14 @@ padded tokens are never attended to), and all heads of the lr x wd grid trained 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import numpy as np
 import torch
 from torch import nn
 
-from vidcache.config import field
 from vidcache.probe.base import GridProbe
+from vidcache.probe.config import LAYOUTS, AttentiveConfig
 from vidcache.probe.data import ProbeData
-from vidcache.probe.train import TrainConfig
-
-LAYOUTS = ("jepa", "vjepa2")
-
-
-@dataclass
-class AttentiveConfig(TrainConfig):
-    """jepa's recipe: AdamW lr 1e-3, wd 0.01, cosine to 0, 20 epochs, softmax mean over views."""
-
-    num_heads: int = field(12, help="attention heads (must divide the token dim)")
-    mlp_ratio: float = field(4.0, help="MLP width / token dim in the cross-attention block")
-    layout: str = field("jepa", help="jepa: self-attention blocks on the query after the cross-attention, "
-                                     "xattn.proj kept but unused; vjepa2: blocks on the tokens before it, "
-                                     "no xattn.proj")
-    depth: int = field(1, help="1 = cross-attention block only (jepa's eval); V-JEPA 2's probe is 4")
-    lrs: list = field(default_factory=lambda: [1e-3], help="learning rates of the grid")
-    wds: list = field(default_factory=lambda: [0.01], help="weight decays of the grid")
-    warmup_epochs: float = field(0.0, help="linear warm-up length before the cosine decay (jepa: 0)")
-    batch_size: int = field(64, help="training samples per step", hashed=False)
-    standardize: bool = field(False, help="standardise tokens with the train mean / std (jepa does not)")
-    eval_batch_size: int = field(128, help="samples per step at evaluation", hashed=False)
-
-    def validate(self) -> list[str]:
-        p = super().validate()
-        if self.num_heads < 1:
-            p.append(f"num_heads must be >= 1, got {self.num_heads}")
-        if self.mlp_ratio <= 0:
-            p.append(f"mlp_ratio must be > 0, got {self.mlp_ratio}")
-        if self.depth < 1:
-            p.append(f"depth must be >= 1, got {self.depth}")
-        if self.layout not in LAYOUTS:
-            p.append(f"layout must be one of {', '.join(LAYOUTS)}, got {self.layout!r}")
-        return p
 
 
 def _attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:

@@ -12,43 +12,19 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
-from vidcache.config import check, field, save_json
+from vidcache.config import check, save_json
 from vidcache.errors import DataError
 from vidcache.probe.base import evaluate_probe
+from vidcache.probe.config import KNNConfig
 from vidcache.probe.data import ProbeData, check_finite, check_nonempty
 from vidcache.probe.metrics import classification_metrics
-from vidcache.probe.train import ProbeConfig
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class KNNConfig(ProbeConfig):
-    """kNN probe: every k in `ks` evaluated from one search; the k reported on test is chosen on val."""
-
-    ks: list = field(default_factory=lambda: [10, 20, 100, 200], help="numbers of neighbours to evaluate")
-    temperature: float = field(0.07, help="vote weight = exp(cosine similarity / temperature)")
-    views: str = field("mean", help="mean: a video is the mean of its l2-normalised clips; vote: every clip "
-                                    "queries the bank of all training clips and the video sums its clips' votes")
-    query_batch: int = field(4096, help="queries per faiss search call", hashed=False)
-
-    def validate(self) -> list[str]:
-        p = super().validate()
-        if not self.ks or any(not isinstance(k, int) or k < 1 for k in self.ks):
-            p.append(f"ks must be a non-empty list of positive integers, got {self.ks}")
-        if self.temperature <= 0:
-            p.append(f"temperature must be > 0, got {self.temperature}")
-        if self.views not in ("mean", "vote"):
-            p.append(f"views must be mean or vote, got {self.views!r}")
-        if self.query_batch < 1:
-            p.append("query_batch must be >= 1")
-        return p
 
 
 def l2_normalize(x: np.ndarray) -> np.ndarray:

@@ -7,31 +7,12 @@ predicts on the mean of each video's clip embeddings instead.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 from torch import nn
 
-from vidcache.config import field
 from vidcache.probe.base import GridProbe
+from vidcache.probe.config import LinearConfig
 from vidcache.probe.data import ProbeData
-from vidcache.probe.train import TrainConfig
-
-
-@dataclass
-class LinearConfig(TrainConfig):
-    """Linear probe: DINOv2-style bank of heads; 5 lrs x 4 wds = 20 heads by default."""
-
-    pool: str = field("none", help="none: per-clip training, softmax averaged over clips; "
-                                   "mean: one sample per video, the mean of its clip embeddings")
-
-    def validate(self) -> list[str]:
-        p = super().validate()
-        if self.pool not in ("none", "mean"):
-            p.append(f"pool must be none or mean, got {self.pool!r}")
-        if self.sample != "clip":
-            p.append("the linear probe trains on single views: sample must be clip (use pool=mean for videos)")
-        return p
 
 
 class LinearHead(nn.Module):

@@ -15,7 +15,6 @@ from dataclasses import dataclass
 
 from vidcache.config import field
 
-
 LOSS_FORMS = ("official", "thesis")
 
 
@@ -103,3 +102,55 @@ class ScaleConfig:
         if not (self.device == "auto" or self.device == "cpu" or self.device.startswith("cuda")):
             p.append(f"device must be 'auto', 'cpu' or 'cuda[:i]' (got {self.device!r})")
         return p
+
+
+ROWS = ("linear", "mlp", "knn", "transformer", "scale_linear", "scale_knn", "scale_ft")
+
+
+@dataclass
+class ScaleEvalConfig:
+    rows: list = field(default_factory=lambda: list(ROWS), help=f"rows of the table, any of {', '.join(ROWS)}")
+    train_split: str = field("train", help="split of --train-store the heads are trained on")
+    val_split: str = field("val", help="split that selects hyper-parameters: taken from --train-store, "
+                                       "else --eval-store, else carved out of train (val_fraction)")
+    test_split: str = field("test", help="split of --eval-store the table reports")
+    val_fraction: float = field(0.1, help="class-balanced fraction of train held out as val when no store "
+                                          "has a val split")
+    epochs: int = field(20, help="epochs of the linear and MLP heads")
+    lrs: list = field(default_factory=lambda: [1e-4, 1e-3, 1e-2], help="learning rates of the linear/MLP grid")
+    wds: list = field(default_factory=lambda: [1e-4, 1e-2], help="weight decays of the linear/MLP grid")
+    mlp_hidden: int = field(1024, help="hidden width of the MLP baseline")
+    ft_epochs: int = field(30, help="epochs of Transformer and SCALE_ft")
+    ft_lrs: list = field(default_factory=lambda: [1e-4, 3e-4, 1e-3], help="learning rates of Transformer / SCALE_ft")
+    ft_wds: list = field(default_factory=lambda: [1e-4, 5e-2], help="weight decays of Transformer / SCALE_ft")
+    ft_batch_size: int = field(64, help="videos per step for Transformer / SCALE_ft", hashed=False)
+    k: int = field(20, help="neighbours of the kNN rows (the thesis always uses 20)")
+    seed: int = field(0, help="seed of the heads' initialisation and data order")
+    device: str = field("auto", help="cpu, cuda, cuda:N or auto", hashed=False)
+    batch_size: int = field(256, help="clips per step for the linear / MLP heads", hashed=False)
+
+    def validate(self) -> list[str]:
+        p = []
+        bad = [r for r in self.rows if r not in ROWS]
+        if bad or not self.rows:
+            p.append(f"rows must be a non-empty subset of {', '.join(ROWS)} (got {self.rows})")
+        if not self.train_split or not self.val_split or not self.test_split:
+            p.append("train_split, val_split and test_split must be named")
+        if not 0.0 <= self.val_fraction < 1.0:
+            p.append(f"val_fraction must be in [0, 1), got {self.val_fraction}")
+        for name in ("epochs", "ft_epochs", "ft_batch_size", "k", "batch_size", "mlp_hidden"):
+            if getattr(self, name) < 1:
+                p.append(f"{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("lrs", "ft_lrs"):
+            if not getattr(self, name) or any(v <= 0 for v in getattr(self, name)):
+                p.append(f"{name} must be a non-empty list of positive numbers, got {getattr(self, name)}")
+        for name in ("wds", "ft_wds"):
+            if not getattr(self, name) or any(v < 0 for v in getattr(self, name)):
+                p.append(f"{name} must be a non-empty list of numbers >= 0, got {getattr(self, name)}")
+        if not (self.device in ("auto", "cpu") or self.device.startswith("cuda")):
+            p.append(f"device must be cpu, cuda, cuda:N or auto, got {self.device!r}")
+        return p
+
+    def probe_common(self) -> dict:
+        return {"train_split": "train", "val_split": "val", "test_split": "test", "seed": self.seed,
+                "device": self.device}
