@@ -73,8 +73,8 @@ def test_generated_extract_options_follow_their_configs():
 
     group = typer.main.get_command(app).commands["extract"]
     for name, cls, own in (("clips", ClipExtractConfig, {"manifest", "output", "backbone", "backbone_option",
-                                                          "overwrite"}),
-                           ("codes", CodeExtractConfig, {"manifest", "output", "overwrite"})):
+                                                          "overwrite", "storage_option"}),
+                           ("codes", CodeExtractConfig, {"manifest", "output", "overwrite", "storage_option"})):
         params = {p.name for p in group.commands[name].params}
         fields = {f.name for f in dataclasses.fields(cls)} - {"backbone", "backbone_options"}
         assert params == fields | own, (name, params ^ (fields | own))
