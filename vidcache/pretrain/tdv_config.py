@@ -81,7 +81,7 @@ class TDVConfig:
         """The public recipe's values (job_scripts/pretrain_tdv.slurm) for the fields vidcache sizes down."""
         values = dict(model="vit_base", patch_size=14, motion_depth=12, num_frames=16, prototypes=32768,
                       head_hidden=2048, head_bottleneck=256, batch_size=16, lr=1e-4, steps=600000,
-                      schedule_steps=3000000, final_lr_scale=1e-5)
+                      warmup=10000 / 600000, schedule_steps=3000000, final_lr_scale=1e-5)
         return cls(**{**values, **overrides})
 
     def validate(self) -> list[str]:
