@@ -198,3 +198,17 @@ def test_cuda_forward_matches_cpu(name):
         torch.testing.assert_close(gpu(x.cuda()).cpu(), cpu(x), rtol=1e-3, atol=1e-3)
     # Attention is counted on both devices (different kernels), so FLOPs agree.
     assert count_flops(gpu) == count_flops(cpu)
+
+
+def test_is_backbone_and_problems_without_building():
+    from vidcache.models.registry import backbone_problems, is_backbone
+
+    assert is_backbone("tiny") and is_backbone("hf:some/model") and is_backbone("vidcache:run/ckpt_000010.pt")
+    assert not is_backbone("tinyy") and not is_backbone("hf:") and not is_backbone("nope:x")
+    assert backbone_problems("tiny") == []
+    (p,) = backbone_problems("tinyy")
+    assert p.startswith("unknown backbone 'tinyy'; did you mean 'tiny'")
+    (p,) = backbone_problems("hf:")
+    assert p.startswith("backbone 'hf:' is missing its argument: use hf:")
+    (p,) = backbone_problems("hff:x")
+    assert "unknown backbone prefix 'hff:'" in p and "did you mean 'hf:'" in p

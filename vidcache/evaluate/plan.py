@@ -365,15 +365,9 @@ def _resolve(path: str, base: Path | None) -> str:
 
 
 def _backbone_problems(spec: CheckpointSpec) -> list[str]:
-    from vidcache.models.registry import _PREFIXES, _load_builtins, list_backbones
+    from vidcache.models.registry import backbone_problems
 
-    _load_builtins()
-    prefix, sep, _ = spec.backbone.partition(":")
-    if spec.backbone in list_backbones() or (sep and prefix in _PREFIXES):
-        return []
-    from vidcache.models.registry import _unknown_message
-
-    return [_unknown_message(spec.backbone)]
+    return backbone_problems(spec.backbone)
 
 
 def _extract_problems(spec: DatasetSpec) -> list[str]:

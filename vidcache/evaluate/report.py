@@ -18,6 +18,12 @@ from pathlib import Path
 
 from vidcache.config import canonical_json, save_json
 
+# The columns of results.csv and the keys of every results.json row: the report's schema.
+ROW_FIELDS = ["checkpoint", "run", "step", "step_unit", "dataset", "probe", "status", "metric", "test_top1",
+              "val_top1", "test_top5", "test_mean_class_acc", "selected", "flops_per_clip", "store_hash",
+              "weights", "probe_hash", "cached", "extract_s", "probe_s", "error", "probe_type", "step_source",
+              "store", "time", "report"]
+
 PLOT_VERSION = 1  # bump when the plots change, so cached plots are redrawn
 
 
@@ -50,8 +56,6 @@ def write_results(results_dir: str | Path, plots: bool = True) -> list[dict]:
 
     The plots are redrawn only when the rows changed, so a rerun with everything cached stays fast.
     """
-    from vidcache.evaluate.run import ROW_FIELDS
-
     results_dir = Path(results_dir)
     with _locked(results_dir / ".table.lock"):
         rows = collect_rows(results_dir)

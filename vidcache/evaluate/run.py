@@ -35,11 +35,8 @@ from vidcache.errors import VidcacheError
 from vidcache.evaluate.checkpoints import (CheckpointRef, IdentityCache, identity, inspect, load_backbone,
                                            resolve_checkpoints)
 from vidcache.evaluate.plan import DatasetSpec, Plan, ProbeSpec
+from vidcache.evaluate.report import ROW_FIELDS  # noqa: F401  (the report's schema, used by callers of run)
 
-ROW_FIELDS = ["checkpoint", "run", "step", "step_unit", "dataset", "probe", "status", "metric", "test_top1",
-              "val_top1", "test_top5", "test_mean_class_acc", "selected", "flops_per_clip", "store_hash",
-              "weights", "probe_hash", "cached", "extract_s", "probe_s", "error", "probe_type", "step_source",
-              "store", "time", "report"]
 
 
 @dataclass

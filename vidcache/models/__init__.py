@@ -17,7 +17,9 @@ from vidcache.models.checkpoint import (
 )
 from vidcache.models.flops import count_flops
 from vidcache.models.registry import (
+    backbone_problems,
     create_backbone,
+    is_backbone,
     list_backbones,
     list_prefixes,
     register_backbone,
@@ -29,6 +31,7 @@ __all__ = [
     "Backbone", "FrameBackbone", "IMAGENET_MEAN", "IMAGENET_STD", "weights_digest",
     "CHECKPOINT_FORMAT", "load_checkpoint", "load_state_dict_strict", "make_checkpoint",
     "read_vidcache_checkpoint", "save_checkpoint_atomic", "count_flops",
-    "create_backbone", "list_backbones", "list_prefixes", "register_backbone", "register_prefix",
+    "backbone_problems", "create_backbone", "is_backbone", "list_backbones", "list_prefixes", "register_backbone",
+    "register_prefix",
     "VIT_SIZES", "VisionTransformer", "vit_from_size",
 ]

@@ -68,6 +68,23 @@ def list_backbones(pattern: str = "*") -> list[str]:
     return sorted(n for n in _BACKBONES if fnmatch.fnmatch(n, pattern))
 
 
+def is_backbone(name: str) -> bool:
+    """Whether `name` is a registered backbone or `prefix:arg` with a registered prefix (nothing is built)."""
+    _load_builtins()
+    prefix, sep, arg = name.partition(":")
+    return name in _BACKBONES or bool(sep and arg and prefix in _PREFIXES)
+
+
+def backbone_problems(name: str) -> list[str]:
+    """[] for a known backbone, else one problem naming the close matches and the registered prefixes."""
+    if is_backbone(name):
+        return []
+    prefix, sep, arg = name.partition(":")
+    if sep and not arg and prefix in _PREFIXES:
+        return [f"backbone {name!r} is missing its argument: use {_PREFIX_HELP[prefix]}"]
+    return [_unknown_message(name)]
+
+
 def list_prefixes() -> list[str]:
     """Usage strings of the registered prefixes, e.g. 'hf:<hub id or local dir>'."""
     _load_builtins()
