@@ -142,12 +142,13 @@ def test_the_sweep_covers_every_command():
 
 # ----------------------------------------------------------------------------------------------- Ctrl-C
 
-def _wait_for_torch(pid: int, timeout: float = 120.0) -> None:
-    """Until the command's body runs (torch is loaded by then), so the signal lands mid-work."""
+def _wait_for_work(pid: int, out: Path, timeout: float = 120.0) -> None:
+    """Until the command's body runs, so the signal lands mid-work: torch is loaded (extraction,
+    probes, SCALE) or the command has written under its output folder (data synth needs no torch)."""
     deadline = time.time() + timeout
     while time.time() < deadline:
         try:
-            if "libtorch" in Path(f"/proc/{pid}/maps").read_text():
+            if "libtorch" in Path(f"/proc/{pid}/maps").read_text() or any(out.iterdir()):
                 return
         except OSError:
             return
@@ -179,7 +180,7 @@ def test_ctrl_c_is_one_line_and_exit_130(argv, tiny_inputs, tmp_path):
     # A new session stands for the terminal's foreground group: Ctrl-C reaches every worker too.
     proc = subprocess.Popen([sys.executable, "-m", "vidcache", *args], stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE, text=True, start_new_session=True)
-    _wait_for_torch(proc.pid)
+    _wait_for_work(proc.pid, tmp_path)
     time.sleep(1.5)
     os.killpg(proc.pid, signal.SIGINT)
     _, err = proc.communicate(timeout=300)
