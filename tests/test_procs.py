@@ -50,7 +50,7 @@ if watchdog_only:  # leave only the parent-pid watchdog (what non-Linux systems 
     procs._set_pdeathsig = lambda sig: False
 
 def task(x):
-    os.write(1, f"{os.getpid()}\n".encode())  # one write: two workers share the pipe, print() may interleave
+    os.write(1, f"{os.getpid()}\\n".encode())  # one write: two workers share the pipe, print() may interleave
     time.sleep(600)
     return x
 
