@@ -5,20 +5,14 @@ import json
 import numpy as np
 import pytest
 
-from vidcache.data.davis import manifest_from_davis, read_mask
+from vidcache.data.davis import read_mask
 from vidcache.dense.linseg import LinsegConfig, run_linseg
 from vidcache.errors import ConfigError
-from vidcache.extract.clips import ClipExtractConfig, extract_clips
 
 
 @pytest.fixture(scope="module")
-def store(tmp_path_factory, make_davis):
-    root = tmp_path_factory.mktemp("ls")
-    make_davis(root, seqs=(("a", "train", 4), ("b", "train", 4), ("c", "val", 5)))
-    cfg = ClipExtractConfig(backbone="tiny_frame", backbone_options={"patch_size": 4}, protocol="frames:all",
-                            tokens="full", short_side=48, size_multiple=8, workers=0)
-    extract_clips(manifest_from_davis(root), root / "s.zarr", cfg)
-    return root, root / "s.zarr"
+def store(tmp_path_factory, davis_patch_store):
+    return davis_patch_store(tmp_path_factory.mktemp("ls"), (("a", "train", 4), ("b", "train", 4), ("c", "val", 5)))
 
 
 def test_linseg_selects_on_val_miou_and_writes_masks(store, tmp_path):

@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 
 from vidcache.cache import Store
-from vidcache.data.davis import manifest_from_davis, read_mask
+from vidcache.data.davis import read_mask
 from vidcache.data.manifest import read_manifest
 from vidcache.dense.propagate import (
     PropagateConfig,
@@ -120,14 +120,9 @@ def test_token_frames_cover_tubelets_and_strides():
 
 
 @pytest.fixture(scope="module")
-def davis_store(tmp_path_factory, make_davis):
-    root = tmp_path_factory.mktemp("davis")
-    make_davis(root, seqs=(("bear", "train", 4), ("cat", "val", 8), ("dog", "val", 6)), size=(24, 32))
-    # 4-pixel patches on frames doubled to 48 x 64: the 4 x 4 still square spans 2 x 2 tokens
-    cfg = ClipExtractConfig(backbone="tiny_frame", backbone_options={"patch_size": 4}, protocol="frames:all",
-                            tokens="full", short_side=48, size_multiple=8, workers=0)
-    extract_clips(manifest_from_davis(root), root / "s.zarr", cfg)
-    return root, root / "s.zarr"
+def davis_store(tmp_path_factory, davis_patch_store):
+    return davis_patch_store(tmp_path_factory.mktemp("davis"),
+                             (("bear", "train", 4), ("cat", "val", 8), ("dog", "val", 6)))
 
 
 def test_propagate_writes_davis_masks_and_beats_copying(davis_store, tmp_path):
