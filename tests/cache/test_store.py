@@ -310,3 +310,31 @@ def test_xarray_opens_a_store_with_named_dimensions(tmp_path, rng):
     # Selecting by label works on the labelled arrays, no vidcache needed.
     sel = clips["emb"].where(videos["label"] == 1, drop=True)
     np.testing.assert_array_equal(sel.values, full[1::3])
+
+
+def test_splits_are_the_manifest_splits_as_str(tmp_path):
+    m = make_manifest(7)
+    Store.create(tmp_path / "s.zarr", "clips", m, {}, ARRAYS, videos_per_block=4)
+    splits = Store.open(tmp_path / "s.zarr").splits()
+    assert splits.dtype.kind in "TU" and splits.shape == (7,)
+    assert splits.tolist() == ["train", "val", "test", "train", "val", "test", "train"]
+    np.testing.assert_array_equal(np.flatnonzero(splits == "test"), [2, 5])
+
+
+def test_codebook_round_trip(tmp_path, rng):
+    arrays = {"codes/frames": ArraySpec((6, 2, 2), "uint16", compress=True),
+              "videos/num_code_frames": ArraySpec((), "int32")}
+    centroids = (rng.random((7, 12)) * 255).astype(np.float32)
+    attrs = {"patch": 2, "height": 4, "width": 4, "fps": 5.0, "max_frames": 6, "codec": {"k": 7}}
+    Store.create(tmp_path / "c.zarr", "codes", make_manifest(5), {"k": 7}, arrays, videos_per_block=8,
+                 static_arrays={"codes/codebook": (centroids, attrs)})
+    stored = Store.open(tmp_path / "c.zarr", kind="codes").codebook()
+    assert stored.centroids.dtype == np.float32
+    np.testing.assert_array_equal(stored.centroids, centroids)
+    assert stored.attrs == attrs
+
+
+def test_codebook_of_a_store_without_codes_is_a_clear_error(tmp_path):
+    Store.create(tmp_path / "s.zarr", "clips", make_manifest(3), {}, ARRAYS, videos_per_block=4)
+    with pytest.raises(StoreError, match=r"'clips' store without codes/codebook.*vidcache extract codes"):
+        Store.open(tmp_path / "s.zarr").codebook()

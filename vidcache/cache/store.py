@@ -46,6 +46,8 @@ PENDING, DONE, FAILED = 0, 1, 2
 STATUS_NAMES = {PENDING: "pending", DONE: "done", FAILED: "failed"}
 # Group attribute present only while a store is being created (see `Store.create`).
 CREATING = "vidcache_creating"
+# A code store's codebook array (DESIGN.md §2).
+CODEBOOK = "codes/codebook"
 
 # Chunks of a few MB read fastest with zarr 3 (many small chunks cost per-chunk overhead; see
 # DESIGN.md §2), while a block is also the unit of redone work after a kill: 8 MiB balances both.
@@ -186,6 +188,15 @@ def _creating_marker(url: str, storage_options: dict | None) -> dict | None:
 def _zarr_target(url: str):
     local = _local_path(url)
     return str(local) if local is not None else str(url)
+
+
+@dataclass(frozen=True)
+class StoredCodebook:
+    """A code store's codebook as stored: `centroids` [K, p*p*3] float32 and the array's attributes
+    (`patch`, `height`, `width`, `fps`, `max_frames`, `codec`, ...; docs/store.md)."""
+
+    centroids: np.ndarray
+    attrs: dict
 
 
 @dataclass
@@ -448,11 +459,28 @@ class Store:
         out = {}
         for name in ("path", "label", "split", "num_frames", "fps", "height", "width", "error"):
             out[name] = np.asarray(self.group[f"videos/{name}"][:])[sel]
-        for name in ("masks", "num_token_frames", "grid_h", "grid_w"):  # present in some stores only
+        for name in ("masks", "num_token_frames", "grid_h", "grid_w", "num_code_frames"):  # in some stores only
             if f"videos/{name}" in self.group:
                 out[name] = np.asarray(self.group[f"videos/{name}"][:])[sel]
         out["status"] = self.status()[sel]
         return out
+
+    def splits(self) -> np.ndarray:
+        """The split label of every video (`videos/split`), a numpy string array [V] in manifest order
+        (numpy's variable-width StringDType, as zarr reads it back)."""
+        return np.asarray(self.group["videos/split"][:])
+
+    def codebook(self) -> StoredCodebook:
+        """The code store's `codes/codebook` centroids (float32, 0..255) and their attributes.
+
+        Raw data only (the store knows no codec): `vidcache.codec.Codebook.from_store(store)` builds
+        the codebook object from it. A store without a codebook (a clip store) is refused.
+        """
+        if CODEBOOK not in self.group:
+            raise StoreError(f"{self.url} is a {self.kind!r} store without {CODEBOOK}; codebooks live in code "
+                             f"stores: give a store made by `vidcache extract codes`")
+        arr = self.group[CODEBOOK]
+        return StoredCodebook(np.asarray(arr[...], dtype=np.float32), dict(arr.attrs.asdict()))
 
     def write_block(self, block: int, data: dict[str, np.ndarray], status: Sequence[int],
                     errors: Sequence[str] | None = None, meta: dict[str, Sequence] | None = None) -> None:
@@ -489,7 +517,7 @@ class Store:
         """Row indices for a split (all splits when None) and a status ("done", "failed", "pending", None=any)."""
         keep = np.ones(self.num_videos, dtype=bool)
         if split is not None:
-            splits = np.asarray(self.group["videos/split"][:])
+            splits = self.splits()
             keep &= splits == split
             if not keep.any():
                 present = ", ".join(sorted(set(splits.tolist())))
@@ -649,7 +677,7 @@ class Store:
     def info(self) -> dict:
         """Counts (done/failed/pending, per split), bytes on disk, arrays, config and failures."""
         st = self.status()
-        splits = np.asarray(self.group["videos/split"][:])
+        splits = self.splits()
         per_split = {}
         for sp in sorted(set(splits.tolist())):
             m = splits == sp

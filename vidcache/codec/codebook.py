@@ -150,7 +150,8 @@ class Codebook:
 
     @classmethod
     def from_store_array(cls, centroids: np.ndarray, attrs: dict, device: str = "auto") -> "Codebook":
-        """Rebuild a codebook from a code store's `codes/codebook` array and its attributes."""
+        """Rebuild a codebook from a code store's `codes/codebook` array and its attributes
+        (`Store.codebook()` returns both)."""
         cfg = dict(attrs.get("codec") or {})
         if not cfg:
             cfg = {"patch": attrs.get("patch"), "size": attrs.get("height"), "pixel_space": "rgb255"}

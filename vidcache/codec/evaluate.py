@@ -118,9 +118,9 @@ def evaluate_store(url: str | Path, split: str = "test", preview: str | Path | N
     if problems:
         raise ConfigError(problems, "codec eval")
     store = Store.open(url, kind="codes")
-    arr = store.group["codes/codebook"]
-    attrs = dict(arr.attrs)
-    codebook = Codebook.from_store_array(arr[...], attrs, device=device)
+    stored = store.codebook()
+    attrs = stored.attrs
+    codebook = Codebook.from_store_array(stored.centroids, attrs, device=device)
     trained_on = codebook.config.get("split")
     if trained_on == split and not allow_train_split:
         raise DataError(f"the codebook was trained on split {split!r}; evaluate a held-out split "
@@ -131,7 +131,7 @@ def evaluate_store(url: str | Path, split: str = "test", preview: str | Path | N
     if len(rows) == 0:
         raise DataError(f"no done videos in split {split!r} of {url}; run `vidcache extract codes` first")
     meta = store.videos()
-    n_code = np.asarray(store.group["videos/num_code_frames"][:])
+    n_code = meta["num_code_frames"]
     codes_all = store.read_rows("codes/frames", rows)
     fps, max_frames = attrs.get("fps"), attrs.get("max_frames")
     originals, codes, names = [], [], []

@@ -77,12 +77,12 @@ class CodeSource:
         if len(rows) == 0:
             raise DataError(f"code store {url} has no finished videos in split {split!r}; "
                             "run `vidcache extract codes` to completion first")
-        cb = store.group["codes/codebook"]
-        attrs = dict(cb.attrs)
+        cb = store.codebook()
+        attrs = cb.attrs
         meta = store.videos(rows)
         return cls(codes=store.read_rows("codes/frames", rows),
                    num_code_frames=store.read_rows("videos/num_code_frames", rows),
-                   centroids=np.asarray(cb[:]), patch=int(attrs["patch"]), rows=rows,
+                   centroids=cb.centroids, patch=int(attrs["patch"]), rows=rows,
                    paths=[str(p) for p in meta["path"]], src_frames=np.asarray(meta["num_frames"]),
                    src_fps=np.asarray(meta["fps"]), fps=attrs.get("fps"), max_frames=attrs.get("max_frames"),
                    labels=np.asarray(meta["label"]))

@@ -56,7 +56,7 @@ def _splits(store_or_data: Any, probe: type, cfg, allow_mismatch: bool = False) 
             store = Store.open(store, kind="clips")
         meta = {"store": getattr(store, "url", ""), "config_hash": getattr(store, "config_hash", "")}
         names = [cfg.train_split, cfg.val_split] + ([cfg.test_split] if cfg.test_split else [])
-        present = set(np.asarray(store.group["videos/split"][:]).tolist()) if hasattr(store, "group") else None
+        present = set(store.splits().tolist()) if hasattr(store, "splits") else None
         arrays = feature_arrays(store, probe, cfg)
         data = {}
         for s in names:
@@ -142,7 +142,7 @@ def _splits_from_stores(stores: dict, probe: type, cfg, allow_mismatch: bool) ->
         if role != "train" and st is not train:
             check_compatible(train, st, "train store", f"{role} store", allow=allow_mismatch)
     names = {"train": cfg.train_split, "val": cfg.val_split, "test": cfg.test_split}
-    if "val" not in opened and cfg.val_split in set(np.asarray(train.group["videos/split"][:]).tolist()):
+    if "val" not in opened and cfg.val_split in set(train.splits().tolist()):
         opened["val"] = train
     arrays = feature_arrays(train, probe, cfg)
     data = {names[role]: load_split(st, names[role], arrays, key=arrays[0])

@@ -191,7 +191,7 @@ def _open(store: Any):
 
 
 def _has_split(store, split: str) -> bool:
-    return split in set(np.asarray(store.group["videos/split"][:]).tolist())
+    return split in set(store.splits().tolist())
 
 
 def load_splits(train_store: Any, eval_store: Any, cfg: ScaleEvalConfig,
