@@ -24,6 +24,10 @@ def test_vjepa_presets_hold_the_jepa_eval_configs():
         assert (c["layout"], c["depth"], c["lrs"], c["wds"], c["epochs"]) == ("jepa", 1, [0.001], [0.01], 20)
         assert (c["warmup_epochs"], c["final_lr_ratio"], c["batch_size"], c["sample"]) == (0.0, 0.0, 256, "segments")
         assert c["standardize"] is False and p.probe == "attentive"
+        # eval.py: init_opt(...) leaves final_wd at its default 1e-6 (CosineWDSchedule from 0.01);
+        # run_one_epoch: clip_grad_norm_(classifier.parameters(), 1.0); schedulers step before the batch;
+        # weight decay on the non-bias, non-1-D parameters only
+        assert (c["final_wd"], c["clip_grad"], c["schedule_rule"], c["decay_vectors"]) == (1e-6, 1.0, "jepa", False)
         assert any(s.endswith(f"_{'k400_16x8x3' if segments == 8 else 'ssv2_16x2x3'}.yaml") for s in p.sources)
 
 
@@ -40,6 +44,8 @@ def test_vjepa2_presets_hold_the_vjepa2_eval_configs():
         assert len(c["lrs"]) * len(c["wds"]) == 20 and c["report"] == "best-val" and c["epochs"] == 20
         assert p.needs["image_size"] == 256 and p.extract["protocol"] == f"vjepa:{segments}x3:0"
         assert (p.extract["clip_len"], p.extract["stride"]) == (16, 4)
+        # final_weight_decay = weight_decay (constant), no clipping, one AdamW group with every parameter
+        assert (c["final_wd"], c["clip_grad"], c["schedule_rule"], c["decay_vectors"]) == (None, 0.0, "jepa", True)
 
 
 def test_dino_presets():
@@ -55,6 +61,7 @@ def test_dino_presets():
     assert lin.probe_config["lrs"] == pytest.approx([b * 128 / 256 for b in base])
     c = lin.probe_config
     assert (c["optimizer"], c["momentum"], c["wds"], c["epochs"], c["batch_size"]) == ("sgd", 0.9, [0.0], 10, 128)
+    assert c["schedule_rule"] == "torch"  # CosineAnnealingLR stepped after optimizer.step()
 
 
 def test_every_preset_builds_valid_configs_and_names_its_sources():

@@ -17,8 +17,14 @@ from typing import Any
 
 from vidcache.errors import ConfigError
 
+# jepa's frozen eval (evals/video_classification_frozen/eval.py): `init_opt` is called without
+# `final_wd`, so its CosineWDSchedule runs from the config's weight_decay to the default final_wd=1e-6;
+# `run_one_epoch` clips every step with clip_grad_norm_(classifier.parameters(), 1.0).
+JEPA_EVAL_FINAL_WD = 1e-6
+JEPA_EVAL_CLIP_GRAD = 1.0
 # V-JEPA 2's 20-head grid (configs/eval/vitl/k400.yaml, `multihead_kwargs`): 5 lr x 4 wd, no warm-up,
-# cosine to 0, constant weight decay (final_weight_decay = weight_decay).
+# cosine to 0, constant weight decay (final_weight_decay = weight_decay); its eval.py puts every
+# parameter in one AdamW group (biases and norms decayed too) and does not clip gradients.
 VJEPA2_LRS = [0.005, 0.003, 0.001, 0.0003, 0.0001]
 VJEPA2_WDS = [0.01, 0.1, 0.4, 0.8]
 # DINOv2's linear eval (dinov2/eval/linear.py, `set_defaults`): 13 learning rates, SGD momentum 0.9,
@@ -48,7 +54,8 @@ class Preset:
 
 def _vjepa(name: str, segments: int, yaml: str, table: str) -> Preset:
     """jepa's frozen attentive evaluation: one attentive head (depth 1, jepa layout), lr 1e-3,
-    wd 0.01, 20 epochs, no warm-up, cosine to 0; batch 4 per GPU on 8 nodes x 8 GPUs = 256."""
+    wd 0.01 by cosine to 1e-6, gradients clipped at norm 1, 20 epochs, no warm-up, cosine to 0, both
+    schedules stepped before each iteration; batch 4 per GPU on 8 nodes x 8 GPUs = 256."""
     return Preset(
         name=name, reproduces=table,
         sources=(f"facebookresearch/jepa: configs/evals/{yaml}",
@@ -57,13 +64,14 @@ def _vjepa(name: str, segments: int, yaml: str, table: str) -> Preset:
         probe="attentive",
         probe_config={"layout": "jepa", "depth": 1, "lrs": [0.001], "wds": [0.01], "epochs": 20,
                       "warmup_epochs": 0.0, "final_lr_ratio": 0.0, "batch_size": 256, "sample": "segments",
-                      "standardize": False, "optimizer": "adamw", "report": "best-val"},
+                      "standardize": False, "optimizer": "adamw", "report": "best-val", "schedule_rule": "jepa",
+                      "final_wd": JEPA_EVAL_FINAL_WD, "clip_grad": JEPA_EVAL_CLIP_GRAD, "decay_vectors": False},
         extract={"protocol": f"vjepa:{segments}x3:0", "clip_len": 16, "stride": 4, "tokens": "full"},
         needs={"image_size": 224, "num_frames": 16},
         cache_differs=("Training sees the 3 cached eval views of each segment (jepa trains on one view "
                        "per segment with RandomResizedCrop(0.08-1), RandAugment rand-m7-n4 and random "
-                       "erasing 0.25, redrawn every epoch; cached augmented views: a `vjepa-aug:8x4` store as --train-store). jepa decays the weight decay by cosine to 1e-6 (CosineWDSchedule) and clips "
-                       "gradients at norm 1; vidcache keeps wd constant and does not clip. jepa redraws the "
+                       "erasing 0.25, redrawn every epoch; cached augmented views: a `vjepa-aug:8x4` store as --train-store). "
+                       "jepa trains under fp16 autocast with a GradScaler; vidcache in float32. jepa redraws the "
                        "eval windows every epoch; the cache holds one seeded draw. num_heads is the "
                        "backbone's (16 for ViT-L/H): give --num-heads."),
     )
@@ -81,7 +89,8 @@ def _vjepa2(name: str, segments: int, yaml: str, table: str) -> Preset:
         probe_config={"layout": "vjepa2", "depth": 4, "num_heads": 16, "lrs": list(VJEPA2_LRS),
                       "wds": list(VJEPA2_WDS), "epochs": 20, "warmup_epochs": 0.0, "final_lr_ratio": 0.0,
                       "batch_size": 256, "sample": "segments", "standardize": False, "optimizer": "adamw",
-                      "report": "best-val"},
+                      "report": "best-val", "schedule_rule": "jepa", "final_wd": None, "clip_grad": 0.0,
+                      "decay_vectors": True},
         extract={"protocol": f"vjepa:{segments}x3:0", "clip_len": 16, "stride": 4, "tokens": "full"},
         needs={"image_size": 256, "num_frames": 16},
         cache_differs=("Training sees the 3 cached eval views of each segment (the reference trains on one "
@@ -124,7 +133,7 @@ PRESETS: dict[str, Preset] = {p.name: p for p in (
         probe_config={"optimizer": "sgd", "momentum": 0.9, "wds": [0.0],
                       "lrs": [lr * DINOV2_BATCH / 256.0 for lr in DINOV2_LRS], "epochs": 10,
                       "warmup_epochs": 0.0, "final_lr_ratio": 0.0, "batch_size": DINOV2_BATCH,
-                      "standardize": False, "pool": "none", "report": "best-val"},
+                      "standardize": False, "pool": "none", "report": "best-val", "schedule_rule": "torch"},
         extract={"protocol": "1x1", "crop_fraction": 0.875,
                  "features": ["mean", "cls", "cls+avgpool", "last4", "last4+avgpool"]},
         needs={"cls": True},

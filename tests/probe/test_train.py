@@ -7,6 +7,7 @@ import torch
 from torch import nn
 
 from vidcache.errors import ConfigError
+from vidcache.probe.config import AttentiveConfig
 from vidcache.probe.data import ProbeData
 from vidcache.probe.linear import LinearConfig, LinearHead, LinearProbe
 from vidcache.probe.mlp import MLPConfig, MLPHead
@@ -15,10 +16,11 @@ from vidcache.probe.train import (
     Standardizer,
     TrainConfig,
     grid_scores,
-    lr_factor,
+    schedules,
     select_best,
     train_grid,
 )
+from vidcache.schedule import warmup_cosine
 
 TOL = dict(rtol=1e-4, atol=1e-5)
 
@@ -65,7 +67,7 @@ def test_grid_optimizer_matches_torch_optimizers():
         groups = [{"params": [ref.weight], "weight_decay": 0.05}, {"params": [ref.bias], "weight_decay": 0.0}]
         opt = (torch.optim.AdamW(groups, lr=0.01) if kind == "adamw"
                else torch.optim.SGD(groups, lr=0.01, momentum=0.9))
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, 6, 2, 0.0))
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: warmup_cosine(s, total=6, warmup=2, peak=1.0))
         w, b = w0[None].clone().requires_grad_(), b0[None].clone().requires_grad_()
         gopt = GridOptimizer([w, b], [0.01], [0.05], kind)
         for step in range(6):
@@ -74,16 +76,64 @@ def test_grid_optimizer_matches_torch_optimizers():
             opt.step()
             sched.step()
             loss = nn.functional.cross_entropy(x @ w[0].t() + b[0], y)
-            gopt.step(list(torch.autograd.grad(loss, [w, b])), lr_factor(step, 6, 2, 0.0))
+            gopt.step(list(torch.autograd.grad(loss, [w, b])), warmup_cosine(step, total=6, warmup=2, peak=1.0))
         torch.testing.assert_close(w[0].detach(), ref.weight.detach(), rtol=1e-5, atol=1e-6)
         torch.testing.assert_close(b[0].detach(), ref.bias.detach(), rtol=1e-5, atol=1e-6)
 
 
-def test_schedule_warmup_then_cosine():
-    f = [lr_factor(s, 10, 2, 0.1) for s in range(10)]
-    assert f[0] == 0.5 and f[1] == 1.0 and f[2] == 1.0
-    assert f[-1] == pytest.approx(0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * 7 / 8)))
-    assert all(a >= b for a, b in zip(f[1:], f[2:]))
+@pytest.mark.parametrize("layout", ["jepa", "vjepa2"])
+def test_grid_optimizer_matches_the_references_probe_optimisation(layout):
+    """jepa's eval (evals/video_classification_frozen/eval.py): AdamW, decay on non-bias, non-1-D
+    parameters, weight decay by CosineWDSchedule 0.01 -> 1e-6, lr by WarmupCosineSchedule (both stepped
+    before the iteration), clip_grad_norm_(1.0). vjepa2's: one group (every parameter decayed),
+    constant weight decay, no clipping. Each head of a 2-head grid equals its own torch run."""
+    torch.manual_seed(0)
+    x, y = torch.randn(12, 5) * 30, torch.randint(0, 3, (12,))  # large inputs: the norms exceed 1
+    steps, lrs, wds = 6, [0.05, 0.01], [0.01, 0.4]
+    jepa = layout == "jepa"
+    final_wd = 1e-6 if jepa else None
+    make = lambda: MLPHead(5, 3, hidden=4, depth=1)  # noqa: E731
+    torch.manual_seed(1)
+    head0 = make()
+    names = [n for n, _ in head0.named_parameters()]
+    stacked = [p.detach()[None].repeat(2, *([1] * p.ndim)).requires_grad_() for p in head0.parameters()]
+    gopt = GridOptimizer(stacked, lrs, wds, "adamw", decay_vectors=not jepa, clip=1.0 if jepa else 0.0)
+    refs, opts = [], []
+    for lr, wd in zip(lrs, wds):
+        ref = make()
+        ref.load_state_dict(head0.state_dict())
+        if jepa:
+            decay = [p for n, p in ref.named_parameters() if "bias" not in n and p.ndim != 1]
+            keep = [p for n, p in ref.named_parameters() if "bias" in n or p.ndim == 1]
+            groups = [{"params": decay}, {"params": keep, "WD_exclude": True, "weight_decay": 0}]
+        else:
+            groups = [{"params": list(ref.parameters())}]
+        refs.append(ref)
+        opts.append(torch.optim.AdamW(groups))
+    clipped = 0
+    for k in range(steps):
+        for ref, opt, lr, wd in zip(refs, opts, lrs, wds):
+            t = k + 1  # the references' schedulers count before computing
+            for g in opt.param_groups:
+                g["lr"] = lr * 0.5 * (1 + math.cos(math.pi * t / steps))  # warmup 0, final_lr 0
+                if not g.get("WD_exclude"):
+                    g["weight_decay"] = (final_wd + (wd - final_wd) * 0.5 * (1 + math.cos(math.pi * t / steps))
+                                         if jepa else wd)
+            opt.zero_grad()
+            nn.functional.cross_entropy(ref({"x": x}), y).backward()
+            if jepa:
+                clipped += float(torch.nn.utils.clip_grad_norm_(ref.parameters(), 1.0)) > 1.0
+            opt.step()
+        params = dict(zip(names, stacked))
+        logits = torch.func.vmap(lambda p: torch.func.functional_call(head0, p, ({"x": x},)))(params)
+        loss = sum(nn.functional.cross_entropy(logits[i], y) for i in range(2))
+        cfg = AttentiveConfig(final_wd=final_wd, lrs=lrs, wds=wds)
+        factor, step_wds = schedules(k, steps, 0, [{"lr": a, "wd": b} for a, b in zip(lrs, wds)], cfg)
+        gopt.step(list(torch.autograd.grad(loss, stacked)), factor, step_wds)
+    assert clipped >= 6 or not jepa  # clipping was active
+    for i, ref in enumerate(refs):
+        for p, (n, r) in zip(stacked, ref.named_parameters()):
+            torch.testing.assert_close(p[i].detach(), r.detach(), rtol=1e-5, atol=1e-6, msg=n)
 
 
 def test_selection_uses_val_never_test(make_clusters):
@@ -151,10 +201,24 @@ def test_pool_mean_trains_on_video_means(make_clusters):
 
 
 def test_config_validation_reports_every_problem():
+    from vidcache.config import check
+
     with pytest.raises(ConfigError) as e:
-        from vidcache.config import check
-        check(LinearConfig(lrs=[], wds=[-1], optimizer="lamb", epochs=0, pool="max"))
-    assert len(e.value.problems) >= 5
+        check(LinearConfig(lrs=[], wds=[-1], optimizer="lamb", epochs=0, pool="max", schedule_rule="keras",
+                           final_wd=-1.0, clip_grad=-1.0))
+    assert e.value.problems == [
+        "lrs must be a non-empty list of positive numbers, got []",
+        "wds must be a non-empty list of numbers >= 0, got [-1]",
+        "optimizer must be adamw or sgd, got 'lamb'",
+        "epochs must be >= 1, got 0",
+        "warmup_epochs must be in [0, epochs], got 1.0",  # the default 1 epoch is longer than 0 epochs
+        "schedule_rule must be one of torch, jepa, got 'keras'",
+        "final_wd must be >= 0 (or none for a constant weight decay), got -1.0",
+        "clip_grad must be >= 0 (0 = no clipping), got -1.0",
+        "pool must be none or mean, got 'max'",
+    ]
+    ok = LinearConfig()
+    assert check(ok) is ok
 
 
 def test_mlp_head_shapes():

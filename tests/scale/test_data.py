@@ -90,10 +90,16 @@ def test_embedding_stats_match_numpy():
 def test_config_reports_every_problem_at_once():
     with pytest.raises(ConfigError) as e:
         check(ScaleConfig(clips_per_set=1, mask_ratio=1.5, num_heads=3, temperature=0, device="tpu"))
-    msg = str(e.value)
-    for part in ("clips_per_set", "mask_ratio", "num_heads", "temperature", "device"):
-        assert part in msg
-    assert check(ScaleConfig()) is not None
+    assert e.value.problems == [
+        "num_heads (3) must divide hidden_dim (256)",
+        "temperature must be > 0 (got 0)",
+        "clips_per_set must be >= 2 so a set keeps an unmasked clip (got 1)",
+        "mask_ratio must be in (0, 1) (got 1.5)",
+        "device must be 'auto', 'cpu' or 'cuda[:i]' (got 'tpu')",
+    ]
+    assert str(e.value).startswith("invalid ScaleConfig: num_heads (3) must divide hidden_dim (256); ")
+    ok = ScaleConfig()
+    assert check(ok) is ok and ok.validate() == []  # the defaults pass, and check returns the config itself
 
 
 def test_bernoulli_masking_of_the_official_form():

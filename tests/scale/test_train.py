@@ -8,7 +8,7 @@ import torch
 
 from vidcache.errors import StoreError
 from vidcache.scale.config import ScaleConfig
-from vidcache.scale.train import MODEL_FILE, STATE_FILE, load_run, lr_at, train_from_store, train_scale
+from vidcache.scale.train import MODEL_FILE, STATE_FILE, load_run, train_from_store, train_scale
 
 
 def _data(V=24, C=8, D=12, seed=0):
@@ -92,14 +92,6 @@ def test_checkpoints_load_with_weights_only(tmp_path):
         torch.testing.assert_close(loaded.predictor(x, b)[1], model.predictor(x, b)[1])
     with pytest.raises(StoreError, match="scale train"):
         load_run(tmp_path / "missing")
-
-
-def test_lr_schedule_warmup_then_cosine():
-    assert lr_at(0, 100, 10, 1.0, 0.0) == pytest.approx(0.1)
-    assert lr_at(9, 100, 10, 1.0, 0.0) == pytest.approx(1.0)
-    assert lr_at(10, 100, 10, 1.0, 0.0) == pytest.approx(1.0)
-    assert lr_at(55, 100, 10, 1.0, 0.0) == pytest.approx(0.5)
-    assert lr_at(100, 100, 10, 1.0, 0.1) == pytest.approx(0.1)
 
 
 def test_train_from_store(tmp_path):

@@ -341,7 +341,7 @@ class TDVObjective(Objective):
 
     def schedules(self, step: int) -> dict[str, float]:
         """Linear warm-up from 0, cosine to peak x final_lr_scale at schedule_steps; constant wd and EMA."""
-        from vidcache.pretrain.vjepa import warmup_cosine
+        from vidcache.schedule import warmup_cosine
 
         cfg = self.cfg
         total = cfg.schedule_steps or cfg.steps

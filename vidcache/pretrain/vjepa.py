@@ -25,6 +25,7 @@ from torch import Tensor, nn
 from vidcache.models.vit import Block, VisionTransformer, apply_masks, get_3d_sincos_pos_embed
 from vidcache.pretrain.masks import MultiBlockMasks
 from vidcache.pretrain.objective import Objective
+from vidcache.schedule import cosine, linear, warmup_cosine
 
 
 class Predictor(nn.Module):
@@ -152,26 +153,6 @@ def build_vjepa(model: str, *, img_size: int, num_frames: int, patch_size: int =
     return VJEPA(encoder, predictor)
 
 
-# ----------------------------------------------------------------------------- schedules
-
-def warmup_cosine(step: int, *, warmup: int, total: int, start: float, peak: float, final: float) -> float:
-    """Linear from `start` to `peak` over `warmup` steps, then a cosine down to `final` at `total`."""
-    if step < warmup:
-        return start + (peak - start) * step / max(1, warmup)
-    progress = min(1.0, (step - warmup) / max(1, total - warmup))
-    return final + (peak - final) * 0.5 * (1.0 + math.cos(math.pi * progress))
-
-
-def cosine(step: int, *, total: int, start: float, final: float) -> float:
-    """A half cosine from `start` at step 0 to `final` at `total` (increasing when final > start)."""
-    progress = min(1.0, step / max(1, total))
-    return final + (start - final) * 0.5 * (1.0 + math.cos(math.pi * progress))
-
-
-def linear(step: int, *, total: int, start: float, final: float) -> float:
-    return start + (final - start) * min(1.0, step / max(1, total))
-
-
 def param_groups(module: nn.Module) -> list[dict]:
     """Weight decay on matrices and convolutions only; biases, norms and mask tokens go without."""
     decay, no_decay = [], []
@@ -204,11 +185,14 @@ class VJEPAObjective(Objective):
         return [{**g, "lr_scale": 1.0} for g in param_groups(self.model)]
 
     def schedules(self, step: int) -> dict[str, float]:
+        """jepa's app/vjepa/train.py: lr and weight decay read at step + 1 (its WarmupCosineSchedule and
+        CosineWDSchedule step before each iteration), the EMA momentum at step (its generator's value
+        is drawn after the step)."""
         cfg = self.cfg
         total = int(round(cfg.steps * cfg.schedule_scale))
         lr = warmup_cosine(step, warmup=int(round(cfg.warmup * cfg.steps)), total=total, start=cfg.start_lr,
-                           peak=cfg.lr, final=cfg.final_lr)
-        wd = cosine(step, total=total, start=cfg.weight_decay, final=cfg.final_weight_decay)
+                           peak=cfg.lr, final=cfg.final_lr, rule="jepa")
+        wd = cosine(step, total=total, start=cfg.weight_decay, final=cfg.final_weight_decay, rule="jepa")
         momentum = linear(step, total=total, start=cfg.ema[0], final=cfg.ema[1])
         return {"lr": lr, "wd": wd, "momentum": momentum}
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from vidcache.config import field
+from vidcache.schedule import RULES
 
 SAMPLES = ("clip", "video", "segments")
 REPORTS = ("test", "best-val")
@@ -80,6 +81,16 @@ class TrainConfig(ProbeConfig):
     batch_size: int = field(256, help="training samples per step (clips with sample=clip)", hashed=False)
     warmup_epochs: float = field(1.0, help="linear warm-up length before the cosine decay")
     final_lr_ratio: float = field(0.0, help="the cosine ends at lr * final_lr_ratio")
+    schedule_rule: str = field("jepa", help="which point of the warm-up + cosine curve step k reads: jepa "
+                                            "(k + 1: jepa's schedulers step before computing) or torch (k: "
+                                            "a torch scheduler stepped after the optimiser, as DINOv2's "
+                                            "linear eval); see vidcache/schedule.py")
+    final_wd: float | None = field(None, help="end every head's weight decay here by a cosine from its own "
+                                              "wd (jepa's eval: 1e-6, CosineWDSchedule); none: constant")
+    clip_grad: float = field(0.0, help="clip each head's gradient norm to this before the step (0 = off; "
+                                       "jepa's eval clips at 1.0)")
+    decay_vectors: bool = field(False, help="weight decay on biases and norm scales too (vjepa2's eval puts "
+                                            "every parameter in one group); off: matrices only, as jepa")
     standardize: bool = field(True, help="standardise features with the mean and std of train (per dim)")
     sample: str = field("clip", help="clip: every view is a sample, predictions average softmax over views; "
                                      "video: the head sees all views of a video at once; segments (token "
@@ -105,6 +116,12 @@ class TrainConfig(ProbeConfig):
             p.append(f"warmup_epochs must be in [0, epochs], got {self.warmup_epochs}")
         if not 0.0 <= self.final_lr_ratio <= 1.0:
             p.append(f"final_lr_ratio must be in [0, 1], got {self.final_lr_ratio}")
+        if self.schedule_rule not in RULES:
+            p.append(f"schedule_rule must be one of {', '.join(RULES)}, got {self.schedule_rule!r}")
+        if self.final_wd is not None and self.final_wd < 0:
+            p.append(f"final_wd must be >= 0 (or none for a constant weight decay), got {self.final_wd}")
+        if self.clip_grad < 0:
+            p.append(f"clip_grad must be >= 0 (0 = no clipping), got {self.clip_grad}")
         if self.sample not in SAMPLES:
             p.append(f"sample must be one of {', '.join(SAMPLES)}, got {self.sample!r}")
         if self.grid_chunk < 0:

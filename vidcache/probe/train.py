@@ -31,14 +31,7 @@ from torch import nn
 from vidcache.device import resolve_device
 from vidcache.probe.config import REPORTS, SAMPLES, ProbeConfig, TrainConfig  # noqa: F401  (re-exported)
 from vidcache.probe.data import ProbeData
-
-
-def lr_factor(step: int, total: int, warmup: int, final_ratio: float) -> float:
-    """Linear warm-up to 1, then cosine to `final_ratio` (the jepa / DINOv2 schedule)."""
-    if step < warmup:
-        return (step + 1) / warmup
-    progress = (step - warmup) / max(1, total - warmup)
-    return final_ratio + (1.0 - final_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
+from vidcache.schedule import cosine, warmup_cosine
 
 
 class GridOptimizer:
@@ -47,29 +40,44 @@ class GridOptimizer:
     torch's optimisers take one lr per parameter tensor; here one tensor holds all G heads, so the
     update is written out with the per-head values broadcast along dim 0. The arithmetic follows
     torch.optim.AdamW / SGD (decoupled decay for AdamW, L2 on the gradient for SGD). Weight decay
-    skips per-head vectors (biases, norm scales), as jepa's probe does.
+    skips per-head vectors (biases, norm scales), as jepa's probe does, unless `decay_vectors`
+    (vjepa2's probe decays every parameter). `step(..., wds=...)` replaces the per-head weight
+    decays for that step (a weight-decay schedule); `clip` clips each head's gradient norm first.
     """
 
     def __init__(self, params: list[torch.Tensor], lrs: list[float], wds: list[float], kind: str = "adamw",
-                 momentum: float = 0.9, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8):
+                 momentum: float = 0.9, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
+                 decay_vectors: bool = False, clip: float = 0.0):
         dev = params[0].device
         self.params, self.kind, self.momentum, self.betas, self.eps = params, kind, momentum, betas, eps
         self.lr = torch.tensor(lrs, dtype=torch.float32, device=dev)
         self.wd = torch.tensor(wds, dtype=torch.float32, device=dev)
-        self.decay = [p.ndim - 1 >= 2 for p in params]
+        self.decay = [decay_vectors or p.ndim - 1 >= 2 for p in params]
+        self.clip = float(clip)
         self.state: list[dict] = [{} for _ in params]
         self.t = 0
 
+    def clip_(self, grads: list[torch.Tensor | None]) -> list[torch.Tensor | None]:
+        """Each head's gradients scaled as torch.nn.utils.clip_grad_norm_(head.parameters(), clip)
+        scales one head's: by min(1, clip / (norm + 1e-6)), the norm over all of that head's gradients."""
+        used = [g for g in grads if g is not None]
+        sq = sum(g.float().pow(2).flatten(1).sum(1) for g in used)
+        coef = (self.clip / (sq.sqrt() + 1e-6)).clamp(max=1.0)
+        return [None if g is None else g * coef.view((-1,) + (1,) * (g.ndim - 1)).to(g.dtype) for g in grads]
+
     @torch.no_grad()
-    def step(self, grads: list[torch.Tensor], scale: float) -> None:
+    def step(self, grads: list[torch.Tensor], scale: float, wds: list[float] | None = None) -> None:
         self.t += 1
         b1, b2 = self.betas
+        if self.clip > 0:
+            grads = self.clip_(grads)
+        wd_all = self.wd if wds is None else torch.tensor(wds, dtype=torch.float32, device=self.wd.device)
         for p, g, decay, st in zip(self.params, grads, self.decay, self.state):
             if g is None:  # a parameter the forward never uses (jepa's xattn.proj): torch skips it too
                 continue
             shape = (-1,) + (1,) * (p.ndim - 1)
             lr = (self.lr * scale).view(shape)
-            wd = self.wd.view(shape)
+            wd = wd_all.view(shape)
             if self.kind == "adamw":
                 if decay:
                     p.mul_(1.0 - lr * wd)
@@ -284,13 +292,26 @@ def train_grid(make_head: Callable[[], nn.Module], grid: list[dict], train: Prob
                       seconds=time.perf_counter() - t0)
 
 
+def schedules(step: int, total: int, warmup: int, grid: list[dict], cfg: TrainConfig
+              ) -> tuple[float, list[float] | None]:
+    """(lr factor, per-head weight decays or None) of 0-based step `step`: a linear warm-up from 0
+    and a cosine to `final_lr_ratio`; with `final_wd`, each head's weight decay by cosine from its
+    own to `final_wd` (jepa's WarmupCosineSchedule and CosineWDSchedule, one rule for both)."""
+    lr = warmup_cosine(step, total=total, warmup=warmup, peak=1.0, final=cfg.final_lr_ratio,
+                       rule=cfg.schedule_rule)
+    if cfg.final_wd is None:
+        return lr, None
+    return lr, [cosine(step, total=total, start=g["wd"], final=cfg.final_wd, rule=cfg.schedule_rule)
+                for g in grid]
+
+
 def _train_piece(make_head, grid, samples: _Samples, cfg: TrainConfig, device, steps_per_epoch, tick):
     head, params, buffers = stack_heads(make_head, len(grid), cfg.seed, device)
     head.train()
     names = list(params)
     plist = [params[n] for n in names]
     opt = GridOptimizer(plist, [g["lr"] for g in grid], [g["wd"] for g in grid], cfg.optimizer,
-                        cfg.momentum, tuple(cfg.betas), cfg.eps)
+                        cfg.momentum, tuple(cfg.betas), cfg.eps, cfg.decay_vectors, cfg.clip_grad)
     # The data order depends on the seed only, never on the grid: a head trained alone sees the
     # same batches in the same order as inside any grid.
     gen = torch.Generator().manual_seed(cfg.seed)
@@ -310,7 +331,7 @@ def _train_piece(make_head, grid, samples: _Samples, cfg: TrainConfig, device, s
                                   reduction="none").view(g_count, bsz).mean(1)
             # The sum of independent heads' losses: each head's gradient is its own loss's gradient.
             grads = torch.autograd.grad(per.sum(), plist, allow_unused=True)
-            opt.step(list(grads), lr_factor(step, total, warmup, cfg.final_lr_ratio))
+            opt.step(list(grads), *schedules(step, total, warmup, grid, cfg))
             epoch_loss += per.detach() * bsz
             step += 1
             tick()

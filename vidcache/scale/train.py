@@ -2,7 +2,9 @@
 
 As in the official code (Separius/SCALE `src/train.py`: `get_parameter_groups`, `get_optimizer`):
 biases, norms and the CLS / MSK tokens take no weight decay, and the learning rate warms up
-linearly over the first 5 % of the steps, then follows a cosine.
+linearly from 0 over the first 5 % of the steps (unrounded), then follows a cosine; step k reads the
+curve at k, as the reference's LambdaLR stepped after the optimiser (`warm_up_cosine_lr_scheduler`;
+`vidcache.schedule`, rule "torch").
 
 A run folder holds:
     config.json    the ScaleConfig, the input width and where the embeddings came from
@@ -32,16 +34,9 @@ from vidcache.scale.config import ScaleConfig
 from vidcache.scale.data import ClipSets, check_set_size, embedding_stats
 from vidcache.scale.losses import pretext_loss
 from vidcache.scale.model import SCALEModel
+from vidcache.schedule import warmup_cosine
 
 MODEL_FILE, STATE_FILE, CONFIG_FILE, METRICS_FILE = "model.pt", "last.pt", "config.json", "metrics.jsonl"
-
-
-def lr_at(step: int, total: int, warmup: int, lr: float, min_lr: float) -> float:
-    """Linear warm-up for `warmup` steps, then cosine annealing from lr to min_lr at `total`."""
-    if step < warmup:
-        return lr * (step + 1) / warmup
-    t = (step - warmup) / max(1, total - warmup)
-    return min_lr + 0.5 * (lr - min_lr) * (1 + math.cos(math.pi * min(t, 1.0)))
 
 
 def make_optimizer(model: torch.nn.Module, cfg: ScaleConfig) -> torch.optim.AdamW:
@@ -126,7 +121,7 @@ def train_scale(emb: np.ndarray, box: np.ndarray, cfg: ScaleConfig, out_dir: str
 
     steps = data.steps_per_epoch(cfg.batch_size)
     total = steps * cfg.epochs
-    warmup = int(round(cfg.warmup * total))
+    warmup = cfg.warmup * total  # the reference's warm_up_iterations = warmup_percentage * t_max, unrounded
     mask_ratio = cfg.mask_ratio if cfg.bernoulli_masking else None
     model.train()
     with open(out / METRICS_FILE, "a") as log:
@@ -136,7 +131,7 @@ def train_scale(emb: np.ndarray, box: np.ndarray, cfg: ScaleConfig, out_dir: str
             for i, (e, b, m) in enumerate(batches):
                 step = epoch * steps + i
                 for group in opt.param_groups:
-                    group["lr"] = lr_at(step, total, warmup, cfg.lr, cfg.min_lr)
+                    group["lr"] = warmup_cosine(step, total=total, warmup=warmup, peak=cfg.lr, final=cfg.min_lr)
                 parts = train_step(model, opt, e, b, m, cfg.temperature)
                 if not math.isfinite(parts["loss"]):
                     raise FloatingPointError(f"SCALE loss became {parts['loss']} at step {step}; "
