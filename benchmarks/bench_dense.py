@@ -69,8 +69,8 @@ def bench_retrieval(rep: Report, bank_n: int, queries_n: int, dim: int, k: int =
     rep.figure("retrieval_neighbour_agreement", agree)
     rep.figure("gemm_gflops", rate / 1e9)
     rep.figure("retrieval_gemm_bound_s", bound)
-    rep.target("retrieval_faiss_vs_bruteforce", t_brute / t_faiss, ">=", 1.0)
-    rep.target("retrieval_faiss_over_gemm_bound", t_faiss / bound, "<=", 4.0)
+    rep.target("retrieval_faiss_vs_bruteforce", t_brute / t_faiss, ">=", 1.0, unit="x")
+    rep.target("retrieval_faiss_over_gemm_bound", t_faiss / bound, "<=", 4.0, unit="x")
     rep.target("retrieval_neighbour_agreement", agree, ">=", 0.999)
 
 
@@ -135,7 +135,7 @@ def bench_propagation(rep: Report, work: Path, sequences: int, frames: int, size
     rep.figure("propagation_frames", n_frames)
     rep.figure("propagation_cache_fps", n_frames / t_cache)
     rep.figure("propagation_reference_fps", n_frames / t_ref)
-    rep.target("propagation_cache_over_reference", t_ref / t_cache, ">=", 2.0)
+    rep.target("propagation_cache_over_reference", t_ref / t_cache, ">=", 2.0, unit="x")
 
     # J&F with f16 tokens, with PQ-decoded tokens, and of copying the first mask
     import faiss
@@ -160,11 +160,11 @@ def bench_propagation(rep: Report, work: Path, sequences: int, frames: int, size
     jf = {k: summarize(s)["JF_mean"] for k, s in scores.items()}
     rep.figure("jf_f16", jf["f16"])
     rep.figure("jf_copy_first", jf["copy"])
-    rep.figure("bytes_per_token_f16", 2 * D)
+    rep.figure("bytes_per_token_f16", 2 * D, unit="B")
     for m, pq in quantizers.items():
         rep.figure(f"jf_pq_m{m}", jf[f"pq{m}"])
-        rep.figure(f"bytes_per_token_pq_m{m}", pq.code_size)
-    rep.target("pq_compression", 2 * D / quantizers[pq_m].code_size, ">=", 16.0)
+        rep.figure(f"bytes_per_token_pq_m{m}", pq.code_size, unit="B")
+    rep.target("pq_compression", 2 * D / quantizers[pq_m].code_size, ">=", 16.0, unit="x")
     rep.target("pq_jf_lost", jf["f16"] - jf[f"pq{pq_m}"], "<=", 0.01)
     rep.target("propagation_over_copy_first_jf", jf["f16"] - jf["copy"], ">=", 0.1)
     Store.open(work / "s.zarr")  # the store is still readable after the run

@@ -162,7 +162,7 @@ def measure_decoders(report: Report, rounds: int, protocol: str = "5x3", clip_le
         report.target(f"decoders_{backend}_frames_equal_pyav", float(same), ">=", 1.0)
     for backend in backends:
         if backend != "pyav":
-            report.figure(f"decoders_{backend}_vs_pyav", rates[backend] / rates["pyav"], "{:.3f}")
+            report.figure(f"decoders_{backend}_vs_pyav", rates[backend] / rates["pyav"], "{:.3f}", unit="x")
 
 
 def main(argv=None):
@@ -187,10 +187,10 @@ def main(argv=None):
             videos, size, protocol, batch = sizes[name]
             manifest = synthesize(tmp / f"corpus_{name}", SynthConfig(videos=videos, classes=4, size=size, frames=48))
             measure(rep, name, make_backbone(name), manifest, device, args.workers, batch, protocol, tmp)
-        from benchmarks.common import RESULTS
+        from benchmarks.common import result_path
 
         # One model alone gets its own file, so a tiny run does not overwrite the (slow) ViT-B figures.
-        rep.finish(args.out or (None if args.model == "both" else RESULTS / f"bench_extract_{args.model}.json"))
+        rep.finish(args.out or (None if args.model == "both" else result_path(f"bench_extract_{args.model}", args.quick)))
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 

@@ -60,7 +60,7 @@ def bench_linear(rep: Report, args, n_train: int, n_eval: int, classes: int, dim
     rep.figure("linear_one_pass_s", one_pass)
     rep.figure("linear_sequential_s", sequential)
     speedup = sequential / one_pass
-    rep.figure("linear_grid_speedup", speedup)
+    rep.figure("linear_grid_speedup", speedup, unit="x")
     top1 = topk_accuracy(res.scores(te, [res.best], args.device)[0], te.y, 1)
     rep.figure("linear_selected", f"lr={grid[res.best]['lr']:g} wd={grid[res.best]['wd']:g}")
     rep.figure("linear_val_top1", res.val[res.best]["top1"])
@@ -83,7 +83,7 @@ def bench_linear(rep: Report, args, n_train: int, n_eval: int, classes: int, dim
     rep.figure("sklearn_C", best[1])
     rep.figure("sklearn_val_top1", best[0])
     rep.figure("sklearn_test_top1", sk_top1)
-    rep.figure("linear_minus_sklearn_top1", top1 - sk_top1)
+    rep.figure("linear_minus_sklearn_top1", top1 - sk_top1, unit="pts")
     rep.target("linear_grid_speedup", speedup, ">=", 5.0 if args.device.startswith("cuda") else 2.0)
     rep.target("linear_minus_sklearn_top1", top1 - sk_top1, ">=", -1.0)
 
@@ -118,7 +118,7 @@ def bench_knn(rep: Report, args, n_train: int, n_query: int, dim: int, k: int) -
     rep.figure("knn_faiss_s", t_faiss)
     rep.figure("knn_sklearn_s", t_sk)
     rep.figure("knn_faiss_gpu", int(gpu))
-    rep.figure("knn_speedup", t_sk / t_faiss)
+    rep.figure("knn_speedup", t_sk / t_faiss, unit="x")
     rep.figure("knn_neighbour_agreement", overlap)
     rep.target("knn_speedup", t_sk / t_faiss, ">=", 2.5)
     rep.target("knn_neighbour_agreement", overlap, ">=", 0.999)
@@ -175,7 +175,7 @@ def bench_cache_vs_end_to_end(rep: Report, args, videos: int) -> None:
         t_e2e = best_of(end_to_end, 1)
         rep.figure("epoch_on_cache_s", t_cache)
         rep.figure("epoch_end_to_end_s", t_e2e)
-        rep.figure("cache_vs_end_to_end_speedup", t_e2e / t_cache, "{:.1f}")
+        rep.figure("cache_vs_end_to_end_speedup", t_e2e / t_cache, "{:.1f}", unit="x")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 

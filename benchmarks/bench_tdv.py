@@ -164,15 +164,15 @@ def main(argv=None) -> dict:
                              model={**model, "patch_size": 8})
             # The motion encoder carries motion direction if its probe beats its random init.
             report.target("synth_motion_encoder_linear_gain", figs["synth_motion_motion_linear_trained"]
-                          - figs["synth_motion_motion_linear_init"], ">=", 1.0)
+                          - figs["synth_motion_motion_linear_init"], ">=", 1.0, unit="pts")
         if "footage" in only:
             figs = footage(report, root / "footage", steps=steps, device=device, corpus=real,
                            model={**model, "patch_size": 16})
             report.target("footage_motion_encoder_direction_linear_gain",
                           figs["footage_direction_motion_linear_trained"]
-                          - figs["footage_direction_motion_linear_init"], ">=", 1.0)
+                          - figs["footage_direction_motion_linear_init"], ">=", 1.0, unit="pts")
             report.target("footage_frame_cls_source_knn_gain", figs["footage_source_frame_knn_trained"]
-                          - figs["footage_source_frame_knn_init"], ">=", 1.0)
+                          - figs["footage_source_frame_knn_init"], ">=", 1.0, unit="pts")
     return report.finish(args.out)
 
 

@@ -23,7 +23,8 @@ Sections (each measures its two sides in the same process, one after the other):
 - tdv:       a TDV run (vit_tiny frame encoder, 4-block motion encoder) on the synthetic corpus and on
              camera pans over real footage, against its random initialisation: the frame encoder's
              CLS and the motion encoder probed with kNN and linear (`bench_tdv.synthetic`, `.footage`).
-Writes benchmarks/results/gpu_check.json (figures, targets, per-section seconds, errors). Exit 1 when a
+Writes benchmarks/results/gpu_check.json (rows of benchmarks/common.py: figures, targets, per-section
+seconds; the errors in its config). Exit 1 when a
 section failed, so the smoke test catches a broken path.
 """
 
@@ -94,10 +95,10 @@ def section_kmeans(rep: Report, args, device: torch.device, tmp: Path, gpu: bool
         rep.figure(f"kmeans_k{k}_train_patches", n)
         rep.figure(f"kmeans_k{k}_seconds", seconds, "{:.1f}")
         rep.figure(f"kmeans_k{k}_heldout_psnr", psnr, "{:.2f}")
-        rep.figure(f"kmeans_k{k}_compression", cb.compression(), "{:.0f}")
+        rep.figure(f"kmeans_k{k}_compression", cb.compression(), "{:.0f}", unit="x")
         best = psnr if best is None else max(best, psnr)
     if gpu:
-        rep.target("kmeans_heldout_psnr_at_150x_vs_vidrop", best, ">=", 25.75)
+        rep.target("kmeans_heldout_psnr_at_150x_vs_vidrop", best, ">=", 25.75, unit="dB", note="ViDROP 10x10, K=65536")
 
 
 def section_linear(rep: Report, args, device: torch.device, tmp: Path, gpu: bool) -> None:
@@ -145,7 +146,7 @@ def section_knn(rep: Report, args, device: torch.device, tmp: Path, gpu: bool) -
     rep.figure("knn_faiss_gpu_index", int(on_gpu))
     rep.figure("knn_faiss_s", t_faiss)
     rep.figure("knn_torch_matmul_topk_s", t_torch)
-    rep.figure("knn_faiss_vs_torch", t_torch / t_faiss, "{:.2f}")
+    rep.figure("knn_faiss_vs_torch", t_torch / t_faiss, "{:.2f}", unit="x")
     rep.figure("knn_neighbour_agreement", agree, "{:.4f}")
     rep.target("knn_neighbour_agreement", agree, ">=", 0.999)
 
@@ -163,7 +164,7 @@ def section_pretrain(rep: Report, args, device: torch.device, tmp: Path, gpu: bo
                                       workers=args.workers, device=str(device), pred_depth=12 if gpu else 1,
                                       pred_dim=384 if gpu else 48)
         rep.figure(f"pretrain_{kind}_steps_per_s", sps[kind], "{:.3f}")
-    rep.figure("pretrain_codes_vs_mp4", sps["codes"] / sps["mp4"], "{:.2f}")
+    rep.figure("pretrain_codes_vs_mp4", sps["codes"] / sps["mp4"], "{:.2f}", unit="x")
     if gpu:
         rep.target("pretrain_codes_vs_mp4", sps["codes"] / sps["mp4"], ">=", 2.0)
 
@@ -176,7 +177,7 @@ def section_scale(rep: Report, args, device: torch.device, tmp: Path, gpu: bool)
                               size=224 if gpu else 32)
     rep.figure("scale_train_samples_per_s", scale, "{:.1f}")
     rep.figure("vit_base_train_samples_per_s", vit, "{:.2f}")
-    rep.figure("scale_vs_vit_base_train", scale / vit, "{:.0f}")
+    rep.figure("scale_vs_vit_base_train", scale / vit, "{:.0f}", unit="x")
 
 
 def section_learning(rep: Report, args, device: torch.device, tmp: Path, gpu: bool) -> None:
@@ -194,7 +195,7 @@ def section_learning(rep: Report, args, device: torch.device, tmp: Path, gpu: bo
     if gpu:
         for probe in ("knn", "linear", "attentive"):
             rep.target(f"learning_{probe}_gain_over_random_init",
-                       res[f"{probe}_pretrained"] - res[f"{probe}_random_init"], ">=", 1.0)
+                       res[f"{probe}_pretrained"] - res[f"{probe}_random_init"], ">=", 1.0, unit="pts")
 
 
 def section_tdv(rep: Report, args, device: torch.device, tmp: Path, gpu: bool) -> None:
@@ -214,7 +215,7 @@ def section_tdv(rep: Report, args, device: torch.device, tmp: Path, gpu: bool) -
                         model={**model, "patch_size": 16 if gpu else 8}))
     if gpu:
         rep.target("tdv_motion_encoder_direction_linear_gain", figs["footage_direction_motion_linear_trained"]
-                   - figs["footage_direction_motion_linear_init"], ">=", 1.0)
+                   - figs["footage_direction_motion_linear_init"], ">=", 1.0, unit="pts")
 
 
 def main(argv=None) -> int:

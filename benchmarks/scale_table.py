@@ -7,9 +7,10 @@ Per corpus: a training store `random:16:0` (SCALE's sets) and an evaluation stor
 once per loss form (heads 1024 / 512 wide instead of 4096 / 2048 by default, for the CPU);
 `vidcache scale eval` with the eval store as both --train-store and --eval-store, on a small grid
 (lr 1e-3 / 1e-2 for the frozen-feature heads, 3e-4 / 1e-3 for the fine-tuned ones, wd 1e-4, 10 epochs).
-Writes benchmarks/results/scale_table.json and prints one markdown table.
+Writes benchmarks/results/scale_table.json (the result format of benchmarks/common.py: one row per
+corpus / form / method) and prints one markdown table.
 
-Usage: python benchmarks/scale_table.py [--work DIR] [--videos N] [--epochs E] [--quick]
+Usage: python -m benchmarks.scale_table [--work DIR] [--videos N] [--epochs E] [--quick]
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import vidcache  # noqa: E402,F401  (package OpenMP defaults before torch)
-from benchmarks.common import RESULTS  # noqa: E402
+from benchmarks.common import Report, result_path  # noqa: E402
 from benchmarks.real_footage import build_corpus  # noqa: E402
 
 
@@ -50,7 +51,7 @@ def stores(work: Path, name: str, manifest, backbone: str) -> tuple[str, str]:
     return out[0], out[1]
 
 
-def run_form(results: dict, args, work: Path, name: str, urls: tuple[str, str], form: str) -> None:
+def run_form(rep: Report, args, work: Path, name: str, urls: tuple[str, str], form: str) -> None:
     from vidcache.scale.config import ScaleConfig
     from vidcache.scale.evaluate import ScaleEvalConfig, evaluate_run
     from vidcache.scale.train import train_from_store
@@ -68,18 +69,19 @@ def run_form(results: dict, args, work: Path, name: str, urls: tuple[str, str], 
                            ft_lrs=[3e-4, 1e-3], ft_wds=[1e-4], mlp_hidden=256, seed=0, device="cpu")
     summary = evaluate_run(run, eval_store, eval_store, run / "eval", ecfg)
     table = {r["method"]: r["test_top1"] for r in summary["table"]}
-    results["tables"][f"{name}/{form}"] = {
-        "table": table, "num_videos": summary["num_videos"], "final_loss": last["loss"],
-        "final_mcm": last["mcm"], "final_set": last["set"], "set_acc": last["set_acc"],
-        "mcm_acc": last["mcm_acc"],
-        "mcm_share": (0.5 * last["mcm"] / last["loss"]) if form == "official" else last["mcm"] / last["loss"],
-        "seconds": time.perf_counter() - t1}
-    print(f"  {form}: " + ", ".join(f"{k} {v:.1f}" for k, v in table.items())
-          + f"; mcm share {results['tables'][f'{name}/{form}']['mcm_share']:.2f}"
-          + f" ({time.perf_counter() - t1:.0f} s)", flush=True)
-    out = RESULTS / ("scale_table_quick.json" if args.quick else "scale_table.json")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(results, indent=2) + "\n")
+    key = f"{name}/{form}"
+    rep.config.setdefault("num_videos", {})[key] = summary["num_videos"]
+    for method, top1 in table.items():
+        rep.figure(f"{key}/{method}", top1, "{:.1f}", unit="%")
+    rep.figure(f"{key}/final_loss", last["loss"])
+    rep.figure(f"{key}/final_mcm", last["mcm"])
+    rep.figure(f"{key}/final_set", last["set"])
+    rep.figure(f"{key}/set_acc", last["set_acc"])
+    rep.figure(f"{key}/mcm_acc", last["mcm_acc"])
+    rep.figure(f"{key}/mcm_share",
+               (0.5 * last["mcm"] / last["loss"]) if form == "official" else last["mcm"] / last["loss"], "{:.2f}")
+    rep.figure(f"{key}/seconds", time.perf_counter() - t1, "{:.0f}", unit="s")
+    rep.finish(result_path("scale_table", args.quick))  # after every form: a stopped run keeps its tables
 
 
 def main() -> int:
@@ -100,7 +102,7 @@ def main() -> int:
         args.videos, args.epochs = 48, 2
     work = args.work
     work.mkdir(parents=True, exist_ok=True)
-    results = {"config": vars(args) | {"work": work.name}, "tables": {}}
+    rep = Report("scale_table", {**vars(args), "work": work.name}, quick=args.quick)
     prepared = {}
     for name in args.corpora:
         t0 = time.perf_counter()
@@ -109,16 +111,17 @@ def main() -> int:
         print(f"{name}: {len(manifest.paths)} videos, classes {manifest.classes} ({time.perf_counter() - t0:.0f} s)",
               flush=True)
         if name == args.corpora[0]:  # the first corpus' official table comes before the second's stores
-            run_form(results, args, work, name, prepared[name], args.forms[0])
+            run_form(rep, args, work, name, prepared[name], args.forms[0])
     for form in args.forms:
         for name in args.corpora:
             if (name, form) != (args.corpora[0], args.forms[0]):
-                run_form(results, args, work, name, prepared[name], form)
+                run_form(rep, args, work, name, prepared[name], form)
     methods = ["Linear", "MLP", "kNN", "Transformer", "SCALE_linear", "SCALE_kNN", "SCALE_ft"]
     print("| corpus / form | " + " | ".join(methods) + " |")
     print("|---|" + "---|" * len(methods))
-    for key, r in results["tables"].items():
-        print(f"| {key} | " + " | ".join(f"{r['table'].get(m, float('nan')):.1f}" for m in methods) + " |")
+    fig = rep.figures
+    for key in rep.config["num_videos"]:
+        print(f"| {key} | " + " | ".join(f"{fig.get(f'{key}/{m}', float('nan')):.1f}" for m in methods) + " |")
     return 0
 
 

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from benchmarks.common import validate
+
 ROOT = Path(__file__).resolve().parents[2]
 SECTIONS = ("extract", "kmeans", "linear", "knn", "pretrain", "scale", "learning", "tdv")
 
@@ -26,8 +28,9 @@ def test_gpu_check_smoke_runs_every_section_on_cpu(tmp_path):
     r = _run("--device", "cpu", "--quick", "--out", str(out), tmp_path=tmp_path)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     doc = json.loads(out.read_text())
+    assert validate(doc) == [] and doc["run"]["quick"] is True
     assert doc["config"]["errors"] == {} and doc["config"]["sections"] == list(SECTIONS)
-    fig = doc["figures"]
+    fig = {row["name"]: row["value"] for row in doc["rows"]}
     for name in SECTIONS:
         assert fig[f"{name}_seconds"] >= 0
     # Each section measured both of its sides.
