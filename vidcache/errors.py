@@ -27,3 +27,18 @@ class StoreError(VidcacheError):
 
 class DataError(VidcacheError):
     """Bad input data: a manifest, a split, features with NaN, a corrupt file."""
+
+
+# fsspec protocols whose filesystem package comes with one of vidcache's extras.
+_FS_EXTRAS = {"s3": ("s3fs", "s3"), "s3a": ("s3fs", "s3")}
+
+
+def missing_filesystem(url: str, err: BaseException) -> str | None:
+    """One line for a URL whose fsspec filesystem is not installed (s3:// without s3fs), else None."""
+    proto = str(url).split("://", 1)[0] if "://" in str(url) else ""
+    if not proto or proto == "file" or not isinstance(err, ImportError):
+        return None
+    if proto in _FS_EXTRAS:
+        package, extra = _FS_EXTRAS[proto]
+        return f"{url}: {proto}:// URLs need {package}: pip install 'vidcache[{extra}]'"
+    return f"{url}: the {proto}:// filesystem is not installed ({err})"

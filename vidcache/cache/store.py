@@ -35,7 +35,7 @@ import zarr
 import vidcache
 from vidcache.config import config_hash as _hash
 from vidcache.config import diff_fields, hashed_dict, to_dict
-from vidcache.errors import DataError, StoreError, VidcacheError
+from vidcache.errors import DataError, StoreError, VidcacheError, missing_filesystem
 
 # Schema 2 adds named features (`clips/features/<name>`, attribute `features`); a schema-1 store is
 # a schema-2 store whose only feature is `mean` (`clips/emb`), so both open and resume.
@@ -165,6 +165,9 @@ class storage_errors:
         if err is None or isinstance(err, (VidcacheError, KeyboardInterrupt, SystemExit)) \
                 or not isinstance(err, Exception):
             return False
+        missing = missing_filesystem(self.url, err)
+        if missing:
+            raise StoreError(missing) from None
         text = f"{type(err).__name__}: {err}".replace("\n", " ").strip()[:300]
         raise StoreError(f"{self.url}: {self.doing} failed ({text}); everything written before is kept: "
                          f"rerun the same command to resume") from None

@@ -40,7 +40,7 @@ def resolve_device(device: str) -> str:
     gpu = _faiss().get_num_gpus() > 0 or torch.cuda.is_available()
     if device == "cuda" and not gpu:
         raise ConfigError(["device 'cuda' asked but no GPU is visible (neither faiss-gpu nor torch CUDA); "
-                           "use --device cpu"], "codec")
+                           "use --device cpu (GPU k-means on a CUDA machine: pip install 'vidcache[gpu]')"], "codec")
     if device == "auto":
         return "cuda" if gpu else "cpu"
     return device

@@ -96,9 +96,12 @@ def decode_problems(workers: int, decode_timeout: float, decoder: str, decode_de
     if decoder not in BACKENDS:
         p.append(f"decoder must be one of {', '.join(BACKENDS)}, got {decoder!r}")
     elif decoder == "torchcodec" and torchcodec_problem() is not None:
-        p.append(f"decoder torchcodec cannot be loaded ({torchcodec_problem()}); it needs `pip install "
-                 f"torchcodec` matching your torch and FFmpeg's shared libraries (`apt-get install ffmpeg`), "
-                 f"or use --decoder pyav")
+        p.append(f"decoder torchcodec cannot be loaded ({torchcodec_problem()}); it needs "
+                 f"`pip install 'vidcache[torchcodec]'` (a torchcodec built for your torch) and FFmpeg's shared "
+                 f"libraries (`apt-get install ffmpeg`), or use --decoder pyav")
+    elif decoder == "decord" and not decord_installed():
+        p.append("decoder decord is not installed (it ships wheels for x86_64 only): pip install decord, "
+                 "or use --decoder pyav")
     if decode_device not in DECODE_DEVICES:
         p.append(f"decode_device must be one of {', '.join(DECODE_DEVICES)}, got {decode_device!r}")
     elif decode_device == "cuda":
@@ -142,8 +145,16 @@ def auto_backend_note() -> str | None:
     reason = torchcodec_problem()
     if reason is None:
         return None
-    return (f"decoder auto: torchcodec is not usable ({reason}); decoding with decord, then PyAV "
+    order = "decord, then PyAV" if decord_installed() else "PyAV (decord is not installed)"
+    return (f"decoder auto: torchcodec is not usable ({reason}); decoding with {order} "
             f"(for torchcodec: FFmpeg's shared libraries, `apt-get install ffmpeg`)")
+
+
+def decord_installed() -> bool:
+    """Whether decord can be imported (a base requirement on x86_64 only), found without importing it."""
+    import importlib.util
+
+    return importlib.util.find_spec("decord") is not None
 
 
 class DecodeError(DataError):
