@@ -3,9 +3,14 @@ import math
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 
-from vidcache.probe.attentive import AttentiveClassifier, AttentiveConfig, AttentiveHead, AttentiveProbe
+from vidcache.probe.attentive import (
+    AttentiveClassifier,
+    AttentiveConfig,
+    AttentiveHead,
+    AttentiveProbe,
+)
+from vidcache.probe.metrics import classification_metrics
 
 D, H, K = 16, 4, 5
 LINEAR = ("weight", "bias")
@@ -298,6 +303,54 @@ def test_segments_mode_joins_temporal_segments_per_spatial_view():
         segments_per_view(ProbeData(x[:, :5], np.zeros(1), spatial=s))
 
 
+def _jepa_1d_sincos(embed_dim, grid_size):
+    """facebookresearch/jepa src/models/utils/pos_embs.py get_1d_sincos_pos_embed, re-typed (float64)."""
+    omega = np.arange(embed_dim // 2, dtype=float)
+    omega /= embed_dim / 2.0
+    omega = 1.0 / 10000 ** omega
+    out = np.einsum("m,d->md", np.arange(grid_size, dtype=float), omega)
+    return np.concatenate([np.sin(out), np.cos(out)], axis=1)
+
+
+def test_segments_pos_embed_equals_jepa_clip_aggregation():
+    """ClipAggregation(use_pos_embed=True, attend_across_segments=True) of jepa's
+    evals/video_classification_frozen/utils.py, re-typed in float64 for one spatial view at a time:
+    tokens [B, T, N, D] of each segment concatenated in time, plus pos_embed[clip_indices[:, ::tubelet]]
+    repeated over the N spatial tokens. The clip indices are the extraction's (`vjepa:` sampling,
+    pinned to jepa's loader by tests/extract/test_sampling.py); vidcache rebuilds them from the boxes."""
+    from vidcache.extract.sampling import boxes, plan_clips
+    from vidcache.probe.attentive import segments_per_view
+    from vidcache.probe.data import ProbeData, token_frame_positions
+
+    segs, views, clip_len, tubelet, n_sp, dim, num_frames = 4, 3, 16, 2, 3, 8, 300
+    specs = plan_clips(f"vjepa:{segs}x{views}:0", num_frames, 90, 120, clip_len, 4, video_index=5, size=32)
+    t_tok = clip_len // tubelet
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(1, segs * views, t_tok * n_sp, dim))
+    pos = token_frame_positions(boxes(specs)[None], np.array([num_frames]), clip_len, t_tok)
+    got = segments_per_view(ProbeData(x, np.zeros(1), extras={"frame_pos": pos}, spatial=views), pos_embed=True)
+    table = _jepa_1d_sincos(dim, 10000 // tubelet)
+    for v in range(views):
+        clips = [t * views + v for t in range(segs)]
+        outputs = np.concatenate([x[0, c].reshape(t_tok, n_sp, dim) for c in clips], axis=0).reshape(-1, dim)
+        clip_indices = [np.asarray(specs[c].frame_indices)[::tubelet] for c in clips]
+        pe = np.concatenate([table[ci] for ci in clip_indices], axis=0)  # [T * segments, D]
+        want = outputs + np.repeat(pe[:, None, :], n_sp, axis=1).reshape(-1, dim)
+        assert np.abs(got.x[0, v] - want).max() < 1e-9
+    for c, spec in enumerate(specs):  # every window fits its partition: the rebuilt indices are the sampled ones
+        np.testing.assert_array_equal(pos[0, c], np.asarray(spec.frame_indices)[::tubelet])
+    # a video shorter than the window repeats frames; its positions spread over the frames it has
+    short = plan_clips("vjepa:2x1:0", 40, 90, 120, clip_len, 4, size=32)
+    sp = token_frame_positions(boxes(short)[None], np.array([40]), clip_len, t_tok)[0]
+    for spec, p in zip(short, sp):
+        f = np.asarray(spec.frame_indices)
+        assert p[0] == f.min() and p.max() <= f.max() and (np.diff(p) >= 0).all()
+    without = segments_per_view(ProbeData(x, np.zeros(1), spatial=views))
+    assert np.abs(got.x - without.x).max() > 0.5  # the embedding is there
+    with pytest.raises(Exception, match="positions=True"):
+        segments_per_view(ProbeData(x, np.zeros(1), spatial=views), pos_embed=True)
+
+
 def test_segments_probe_equals_clip_probe_on_regrouped_tokens(make_clusters):
     """The segments mode is the clip mode on regrouped tokens: same training, same probabilities."""
     from vidcache.probe.attentive import segments_per_view
@@ -309,4 +362,8 @@ def test_segments_probe_equals_clip_probe_on_regrouped_tokens(make_clusters):
     a = AttentiveProbe(AttentiveConfig(sample="segments", **kw)).fit(tr, va)
     b = AttentiveProbe(AttentiveConfig(sample="clip", **kw)).fit(segments_per_view(tr), segments_per_view(va))
     np.testing.assert_allclose(a.predict(va), b.predict(segments_per_view(va)), rtol=1e-6, atol=1e-7)
+    # fit's val metrics score the split as given (regrouped once, softmax over the spatial views)
+    probs = a.result.scores(segments_per_view(va), [a.result.best])[0]
+    assert a.metrics["val"]["top1"] == classification_metrics(probs, va.y)["top1"]
+    assert a.metrics["val"]["top1"] == a.result.val[a.result.best]["top1"]
     assert a.predict(va).shape == (8, 2)

@@ -163,6 +163,35 @@ def test_train_store_trains_on_cached_augmented_views(synth_corpus, tmp_path):
                   make_config("attentive", num_heads=4, epochs=1, device="cpu", train_store=str(tmp_path / "other.zarr")))
 
 
+def test_pos_embed_reads_each_tokens_frame_number_from_the_store(synth_corpus, tmp_path):
+    """--pos-embed: load_split rebuilds every temporal token's frame number from clips/box and
+    videos/num_frames, equal to the frames the extraction sampled (plan_clips), and the probe runs."""
+    from vidcache.cache import Store
+    from vidcache.extract.clips import ClipExtractConfig, extract_clips
+    from vidcache.extract.sampling import plan_clips
+    from vidcache.probe.data import load_split
+
+    _, manifest = synth_corpus
+    extract_clips(manifest, str(tmp_path / "s.zarr"),
+                  ClipExtractConfig(protocol="vjepa:2x3:0", tokens="pool:2,1,1", workers=0))
+    st = Store.open(str(tmp_path / "s.zarr"), kind="clips")
+    d = load_split(st, "train", ("tokens",), positions=True)
+    clip_len = st.config["clip_len"]
+    assert d.extras["frame_pos"].shape == (len(d), 6, 2)
+    nf, h, w = (np.asarray(st.group[f"videos/{k}"][:]) for k in ("num_frames", "height", "width"))
+    for row, pos in zip(d.index, d.extras["frame_pos"]):
+        specs = plan_clips("vjepa:2x3:0", int(nf[row]), int(h[row]), int(w[row]), clip_len, st.config["stride"],
+                           video_index=int(row), size=st.config["image_size"])
+        if int(nf[row]) // 2 > clip_len * st.config["stride"]:  # windows that fit their partition: exact
+            np.testing.assert_array_equal(pos, [s.frame_indices[::clip_len // 2] for s in specs])
+    cfg = make_config("attentive", num_heads=4, epochs=1, batch_size=8, sample="segments", device="cpu",
+                      pos_embed=True)
+    res = run_probe("attentive", str(tmp_path / "s.zarr"), None, cfg)
+    assert 0 <= res["test"]["top1"] <= 100
+    with pytest.raises(Exception, match="pos_embed .* needs sample=segments"):
+        make_config("attentive", pos_embed=True)
+
+
 def test_probe_on_separate_train_and_test_stores_checks_they_match(tmp_path):
     """A dict of stores trains on one and reports on the other, if they hold one dataset's classes
     and one extraction's features; otherwise one line names both, unless allow_mismatch."""

@@ -207,13 +207,33 @@ class AttentiveHead(AttentiveClassifier):
         return super().forward(x, mask)
 
 
-def segments_per_view(data: ProbeData) -> ProbeData:
+def temporal_pos_embed(positions: np.ndarray, dim: int) -> np.ndarray:
+    """float32 [..., dim]: jepa's 1-D sin-cos embedding (`get_1d_sincos_pos_embed`, src/models/utils/
+    pos_embs.py: sines then cosines of pos / 10000^(2i/dim)) at integer `positions`, computed in
+    float64 and cast as `ClipAggregation` casts its table (`.float()`)."""
+    import torch
+
+    from vidcache.models.vit import _sincos_1d
+
+    p = np.asarray(positions)
+    table = _sincos_1d(dim, torch.from_numpy(p.reshape(-1).astype(np.float64)))
+    return table.numpy().reshape(*p.shape, dim)
+
+
+def segments_per_view(data: ProbeData, pos_embed: bool = False) -> ProbeData:
     """jepa's `attend_across_segments` on a clip store: the tokens of the T temporal segments of each
     spatial view concatenated into one sequence, giving S samples of T*L tokens per video.
 
     Store clips are temporal-major (clip t * S + s), S from the store's `TxS` protocol
     (`data.spatial`). The softmax is then averaged over the S spatial views, as jepa's
     `run_one_epoch` does (evals/video_classification_frozen/eval.py with utils.py: ClipAggregation).
+
+    `pos_embed` adds `ClipAggregation`'s `use_pos_embed` term: every token gets the sin-cos
+    embedding of its temporal token's frame number (`data.extras["frame_pos"]` [n, C, t], from
+    `load_split(..., positions=True)`), the same for the L / t spatial tokens of one time step
+    (tokens are (t, h, w)-ordered). jepa re-subsamples `clip_indices` inside its loop over spatial
+    views, so with more than one eval view its code fails on a shape mismatch; here every view gets
+    its own clips' positions.
     """
     from dataclasses import replace
 
@@ -231,8 +251,20 @@ def segments_per_view(data: ProbeData) -> ProbeData:
         a = a.reshape(n, t, s, *a.shape[2:]).swapaxes(1, 2)
         return a.reshape(n, s, t * a.shape[3], *a.shape[4:])
 
+    x = data.x
+    if pos_embed:
+        if "frame_pos" not in data.extras:
+            raise DataError(f"{data._name}: pos_embed needs the frame number of every token; load the split "
+                            f"with load_split(..., positions=True)")
+        pos = data.extras["frame_pos"]  # [n, C, t]
+        if l % pos.shape[-1]:
+            raise DataError(f"{data._name}: {l} tokens per clip do not split into {pos.shape[-1]} time steps")
+        pe = temporal_pos_embed(pos, d)  # [n, C, t, D] float64
+        pe = np.repeat(pe, l // pos.shape[-1], axis=2)  # each time step's spatial tokens
+        x = x.astype(np.float64 if x.dtype == np.float64 else np.float32) + pe.astype(
+            np.float64 if x.dtype == np.float64 else np.float32)
     mask = None if data.mask is None else regroup(data.mask)
-    return replace(data, x=regroup(data.x), mask=mask, extras={}, spatial=1)
+    return replace(data, x=regroup(x), mask=mask, extras={}, spatial=1)
 
 
 class AttentiveProbe(GridProbe):
@@ -241,7 +273,7 @@ class AttentiveProbe(GridProbe):
     arrays = ("tokens",)
 
     def prepare(self, data: ProbeData) -> ProbeData:
-        return segments_per_view(data) if self.cfg.sample == "segments" else data
+        return segments_per_view(data, self.cfg.pos_embed) if self.cfg.sample == "segments" else data
 
     def make_head(self, dim: int, num_classes: int) -> nn.Module:
         return AttentiveHead(dim, self.cfg.num_heads, self.cfg.mlp_ratio, self.cfg.depth, num_classes=num_classes,

@@ -82,6 +82,7 @@ class GridProbe(abc.ABC):
         for d, name in ((train, train.split or "train"), (val, val.split or "val")):
             check_nonempty(d, name)
             check_finite(d)
+        raw_val = val  # evaluate() prepares its input itself: it gets the split as given
         train, val = self.prepare(train), self.prepare(val)
         if self.num_classes is None:
             self.num_classes = int(max(train.y.max(), val.y.max())) + 1
@@ -95,7 +96,7 @@ class GridProbe(abc.ABC):
         # training samples: every (regrouped) view with sample=clip/segments, one per video with video
         self.info["train_samples"] = len(train) * (train.num_views if getattr(self.cfg, "sample", "clip") != "video"
                                                    else 1)
-        self.metrics["val"] = self.evaluate(val, None)
+        self.metrics["val"] = self.evaluate(raw_val, None)
         return self
 
 

@@ -183,6 +183,9 @@ class AttentiveConfig(TrainConfig):
                                      "xattn.proj kept but unused; vjepa2: blocks on the tokens before it, "
                                      "no xattn.proj")
     depth: int = field(1, help="1 = cross-attention block only (jepa's eval); V-JEPA 2's probe is 4")
+    pos_embed: bool = field(False, help="with sample=segments, add jepa's fixed 1-D sin-cos temporal position "
+                                        "embedding to every token at its frame number (ClipAggregation "
+                                        "use_pos_embed; off in jepa's and vjepa2's eval configs)")
     lrs: list = field(default_factory=lambda: [1e-3], help="learning rates of the grid")
     wds: list = field(default_factory=lambda: [0.01], help="weight decays of the grid")
     warmup_epochs: float = field(0.0, help="linear warm-up length before the cosine decay (jepa: 0)")
@@ -200,6 +203,9 @@ class AttentiveConfig(TrainConfig):
             p.append(f"depth must be >= 1, got {self.depth}")
         if self.layout not in LAYOUTS:
             p.append(f"layout must be one of {', '.join(LAYOUTS)}, got {self.layout!r}")
+        if self.pos_embed and self.sample != "segments":
+            p.append(f"pos_embed embeds the segments of a view joined into one sequence: it needs "
+                     f"sample=segments, got sample={self.sample!r}")
         return p
 
 

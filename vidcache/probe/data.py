@@ -177,14 +177,42 @@ def spatial_views(protocol: str) -> int:
     return int(m[2]) if m else 1
 
 
+def token_frame_positions(box: np.ndarray, num_frames: np.ndarray, clip_len: int, t_tokens: int) -> np.ndarray:
+    """int64 [n, C, t_tokens]: the frame number of each temporal token of each clip, the positions
+    jepa's `ClipAggregation` (evals/video_classification_frozen/utils.py, `use_pos_embed`) embeds:
+    its `clip_indices[:, ::tubelet_size]`, with tubelet = clip_len // t_tokens.
+
+    The clip's frames are rebuilt from its box (`clips/box` t0, t1 with `videos/num_frames`) as the
+    `vjepa:` sampling draws them: `clip_len` indices `linspace(first, end, clip_len)` floored and
+    clipped to `end - 1`, exact for every window that fits its partition. A video shorter than the
+    window repeats frames; its positions then spread evenly over the frames it has."""
+    nf = np.asarray(num_frames, dtype=np.float64).reshape(-1, 1)
+    first = np.rint(box[..., 2].astype(np.float64) * nf)
+    end = np.maximum(np.rint(box[..., 5].astype(np.float64) * nf), first + 1)
+    j = np.arange(clip_len, dtype=np.float64) / max(clip_len - 1, 1)
+    frames = first[..., None] + (end - first)[..., None] * j
+    frames = np.minimum(np.floor(frames), (end - 1)[..., None]).astype(np.int64)
+    tubelet = max(clip_len // max(t_tokens, 1), 1)
+    return frames[..., ::tubelet][..., :t_tokens]
+
+
 def load_split(store: Any, split: str, arrays: tuple[str, ...] = ("emb",), key: str | None = None,
-               extras: tuple[str, ...] = ()) -> ProbeData:
-    """Load one split of a clip store for probing, leaving failed / pending videos out (and saying so)."""
+               extras: tuple[str, ...] = (), positions: bool = False) -> ProbeData:
+    """Load one split of a clip store for probing, leaving failed / pending videos out (and saying so).
+
+    `positions`: also the frame number of every temporal token (`extras["frame_pos"]`, [n, C, T],
+    see `token_frame_positions`), for the attentive probe's temporal position embedding."""
     key = key or arrays[0]
+    load = (*arrays, *extras, *(("box", "num_frames") if positions else ()))
     try:
-        d = store.load(arrays=tuple(dict.fromkeys((*arrays, *extras))), split=split)
+        d = store.load(arrays=tuple(dict.fromkeys(load)), split=split)
     except DataError:
         raise
+    if positions:
+        t_tokens = int((getattr(store, "attrs", {}).get("token_grid") or [1])[0])
+        clip_len = int((getattr(store, "config", {}) or {}).get("clip_len") or t_tokens)
+        d["frame_pos"] = token_frame_positions(d["box"], d["num_frames"], clip_len, t_tokens)
+        extras = (*extras, "frame_pos")
     skipped = 0
     if hasattr(store, "rows"):
         skipped = len(store.rows(split, status=None)) - len(d["label"])

@@ -62,7 +62,7 @@ def _splits(store_or_data: Any, probe: type, cfg, allow_mismatch: bool = False) 
         for s in names:
             if present is not None and s not in present and s == cfg.val_split and cfg.val_fraction > 0:
                 continue
-            data[s] = load_split(store, s, arrays, key=arrays[0])
+            data[s] = load_split(store, s, arrays, key=arrays[0], positions=_positions(cfg))
         meta["classes"] = list(getattr(store, "classes", []) or [])
         if getattr(cfg, "train_store", ""):
             data[cfg.train_split], meta["train_store"] = _train_from(cfg.train_store, store, probe, cfg)
@@ -101,8 +101,13 @@ def _train_from(url: str, store: Any, probe: type, cfg) -> tuple[ProbeData, dict
         raise DataError(f"--train-store {url} was extracted from {' and '.join(problems)} than {store.url}; "
                         f"extract both from one manifest with one backbone")
     arrays = feature_arrays(other, probe, cfg)
-    return (load_split(other, cfg.train_split, arrays, key=arrays[0]),
+    return (load_split(other, cfg.train_split, arrays, key=arrays[0], positions=_positions(cfg)),
             {"url": other.url, "config_hash": other.config_hash, "protocol": other.attrs.get("protocol")})
+
+
+def _positions(cfg) -> bool:
+    """Whether the probe needs every token's frame number (the attentive probe's `pos_embed`)."""
+    return bool(getattr(cfg, "pos_embed", False))
 
 
 def feature_arrays(store: Any, probe: type, cfg) -> tuple[str, ...]:
@@ -145,7 +150,7 @@ def _splits_from_stores(stores: dict, probe: type, cfg, allow_mismatch: bool) ->
     if "val" not in opened and cfg.val_split in set(train.splits().tolist()):
         opened["val"] = train
     arrays = feature_arrays(train, probe, cfg)
-    data = {names[role]: load_split(st, names[role], arrays, key=arrays[0])
+    data = {names[role]: load_split(st, names[role], arrays, key=arrays[0], positions=_positions(cfg))
             for role, st in opened.items() if names.get(role)}
     meta = {"store": {role: getattr(st, "url", "") for role, st in opened.items()},
             "config_hash": getattr(train, "config_hash", ""), "classes": list(getattr(train, "classes", []) or [])}
