@@ -322,7 +322,7 @@ def _run_dataset(plan: Plan, ds: DatasetSpec, refs: list[CheckpointRef], results
             try:
                 run_extractions([u.job for u in group], manifest, [u.store_url for u in group],
                                 workers=plan.run.workers, timeout_s=plan.run.decode_timeout, dist=DistInfo(),
-                                videos_per_block=getattr(group[0].job, "suggested_block", lambda: None)())
+                                videos_per_block=group[0].job.suggested_block())
             except VidcacheError as e:
                 for u in group:
                     u.error = f"extraction failed: {e}"

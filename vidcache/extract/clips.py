@@ -25,7 +25,7 @@ from vidcache.device import resolve_device
 from vidcache.distributed import DistInfo, destroy_distributed, init_distributed
 from vidcache.errors import ConfigError, VidcacheError
 from vidcache.extract.config import DTYPE_NAMES, POOL_RE, ClipExtractConfig  # noqa: F401  (re-exported)
-from vidcache.extract.runner import Summary, run_extractions
+from vidcache.extract.runner import Block, Job, Summary, run_extractions
 from vidcache.extract.sampling import (
     boxes,
     frames_needed,
@@ -84,7 +84,7 @@ class ClipWorker:
         return out
 
 
-class ClipJob:
+class ClipJob(Job):
     """Main-process side: batches clips through the backbone and assembles each block."""
 
     kind = "clips"
@@ -185,7 +185,7 @@ class ClipJob:
         while self.pending_clips >= self.cfg.batch_size:
             self._run(self.cfg.batch_size)
 
-    def end_block(self) -> dict[str, np.ndarray]:
+    def end_block(self) -> Block:
         while self.pending_clips:
             self._run(min(self.cfg.batch_size, self.pending_clips))
         data = {"clips/emb": self.emb, "clips/box": self.box}
@@ -193,7 +193,7 @@ class ClipJob:
             data["clips/tokens"] = self.tok
         for name, values in self.feat.items():
             data[feature_key(name)] = values
-        return data
+        return Block(data)
 
     def _run(self, n: int) -> None:
         """Forward the first n pending clips (in row order) and scatter outputs to their rows."""
@@ -333,7 +333,7 @@ def extract_clips_many(manifest, outs: list[str], cfg: ClipExtractConfig, backbo
             groups.setdefault(preprocess_key(job), []).append(i)
         summaries: list[Summary | None] = [None] * len(jobs)
         for idx in groups.values():
-            block = cfg.videos_per_block or getattr(jobs[idx[0]], "suggested_block", lambda: None)()
+            block = cfg.videos_per_block or jobs[idx[0]].suggested_block()
             got = run_extractions([jobs[i] for i in idx], manifest, [str(outs[i]) for i in idx],
                                   workers=cfg.workers, timeout_s=cfg.decode_timeout, overwrite=overwrite,
                                   videos_per_block=block, progress=progress, dist=dist,

@@ -20,7 +20,7 @@ from vidcache.config import check, to_dict
 from vidcache.device import resolve_device
 from vidcache.distributed import DistInfo, destroy_distributed, init_distributed
 from vidcache.extract.config import CodeExtractConfig  # noqa: F401  (re-exported)
-from vidcache.extract.runner import Summary, run_extraction
+from vidcache.extract.runner import Block, Job, Summary, run_extraction
 from vidcache.video.decode import open_video
 
 
@@ -51,7 +51,7 @@ class CodeWorker:
         return {"meta": meta, "frames": torch.from_numpy(np.ascontiguousarray(frames)), "num_clips": 0}
 
 
-class CodeJob:
+class CodeJob(Job):
     kind = "codes"
 
     def __init__(self, cfg: CodeExtractConfig, codebook):
@@ -73,7 +73,7 @@ class CodeJob:
         return {"run_config": to_dict(self.cfg), "codebook_file": self.cfg.codebook}
 
     def static_arrays(self) -> dict:
-        """Written with the store, before the attributes that finish its creation."""
+        """The codebook, written with the store before the attributes that finish its creation."""
         return {"codes/codebook": (self.codebook.centroids_255(),
                                    self.codebook.store_attrs(fps=self.cfg.fps, max_frames=self.T))}
 
@@ -93,8 +93,8 @@ class CodeJob:
         self.codes[row - self.start, : len(codes)] = codes
         self.count[row - self.start] = len(codes)
 
-    def end_block(self) -> dict[str, np.ndarray]:
-        return {"codes/frames": self.codes, "_meta": {"num_code_frames": self.count}}
+    def end_block(self) -> Block:
+        return Block({"codes/frames": self.codes}, {"num_code_frames": self.count})
 
 
 def extract_codes(manifest, out: str, cfg: CodeExtractConfig, *, overwrite: bool = False, progress=None,

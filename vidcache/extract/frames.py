@@ -30,6 +30,7 @@ from vidcache.cache import ArraySpec
 from vidcache.config import to_dict
 from vidcache.errors import ConfigError
 from vidcache.extract.pool import WorkerPool
+from vidcache.extract.runner import Block, Job
 from vidcache.extract.sampling import frame_size, parse_frame_protocol
 from vidcache.extract.transforms import frames_tensor
 from vidcache.video.decode import open_video, probe_video
@@ -94,7 +95,7 @@ def _probe_row(path: str, decoder: str = "auto") -> dict:
     return probe_video(path, decoder)
 
 
-class FrameJob:
+class FrameJob(Job):
     """Main-process side: windows of frames through the backbone, token grids into the block."""
 
     kind = "clips"
@@ -202,5 +203,5 @@ class FrameJob:
         tokens = torch.cat(out)[:math.ceil(N / self.frames_per_token)]
         return tokens.numpy().astype(np.float16)
 
-    def end_block(self) -> dict[str, np.ndarray]:
-        return {"clips/frame_tokens": self.tok, "clips/frame_index": self.index, "_meta": self.meta}
+    def end_block(self) -> Block:
+        return Block({"clips/frame_tokens": self.tok, "clips/frame_index": self.index}, self.meta)

@@ -31,20 +31,52 @@ from vidcache.extract.pool import TaskResult, WorkerPool
 from vidcache.video.decode import decode_problems, say_auto_fallback_once
 
 # Importable from here as before: the extraction entry points use them together with the runner.
-__all__ = ["DistInfo", "Job", "Summary", "decode_problems", "init_distributed", "open_store", "resolve_device",
+__all__ = ["Block", "DistInfo", "Job", "Summary", "decode_problems", "init_distributed", "open_store", "resolve_device",
            "run_extraction", "run_extractions"]
 
 
+@dataclass
+class Block:
+    """What a job hands back at the end of a block (`Job.end_block`).
+
+    `arrays`: every data array the job declares (`Job.arrays()` names outside `videos/`), one row per
+    video of the block; rows of failed videos stay at the fill value. `meta`: the job's own per-video
+    metadata (its `videos/<name>` arrays, keyed by `<name>`, e.g. `num_code_frames`); the runner adds
+    the sizes every worker reports (`num_frames`, `fps`, `height`, `width`).
+    """
+
+    arrays: dict[str, np.ndarray]
+    meta: dict[str, np.ndarray] = field(default_factory=dict)
+
+
 class Job(Protocol):
+    """What an extraction computes; the runner decides where and when (see the module docstring).
+
+    Jobs subclass this protocol, so the two members with a default (`static_arrays`, `suggested_block`)
+    need not be written out. The runner checks the contract as it writes: a block must hold exactly the
+    arrays and metadata `arrays()` declares.
+    """
+
     kind: str  # "clips" | "codes"
 
     def store_config(self) -> Any: ...  # what the store's config_hash covers
-    def arrays(self) -> dict[str, ArraySpec]: ...
+    def arrays(self) -> dict[str, ArraySpec]: ...  # data arrays, and the job's own videos/<name> metadata
     def store_attrs(self) -> dict: ...
-    def worker_fn(self) -> Callable[[int, str], dict]: ...  # runs in decode workers
+
+    def static_arrays(self) -> dict[str, tuple[np.ndarray, dict]]:
+        """Arrays that are not per video, written with the store (name -> (values, attrs)): a code
+        store's codebook. Nothing by default."""
+        return {}
+
+    def suggested_block(self) -> int | None:
+        """Videos per block when the user gives none; None lets the store size it (DESIGN.md §2)."""
+        return None
+
+    # Runs in decode workers: (row, path) -> payload with "meta" (the video's sizes) and "num_clips".
+    def worker_fn(self) -> Callable[[int, str], dict]: ...
     def begin_block(self, start: int, stop: int) -> None: ...
-    def add(self, row: int, payload: dict) -> None: ...  # an ok video, in row order
-    def end_block(self) -> dict[str, np.ndarray]: ...  # data arrays of the block
+    def add(self, row: int, payload: dict | None) -> None: ...  # in row order; None for a failed video
+    def end_block(self) -> Block: ...
 
 
 @dataclass
@@ -75,10 +107,9 @@ def _open_store(job: Job, manifest, out: str, *, overwrite: bool, videos_per_blo
                 dist: DistInfo, storage_options: dict | None) -> Store:
     store = None
     if dist.rank == 0:
-        static = getattr(job, "static_arrays", None)  # e.g. the code store's codebook
         store = Store.open_or_create(out, job.kind, manifest, job.store_config(), job.arrays(),
                                      overwrite=overwrite, videos_per_block=videos_per_block,
-                                     attrs=job.store_attrs(), static_arrays=static() if static else None,
+                                     attrs=job.store_attrs(), static_arrays=job.static_arrays() or None,
                                      storage_options=storage_options)
     barrier(dist)
     if store is None:
@@ -116,6 +147,9 @@ class _BlockWriter:
         self.status: list[int] = []
         self.errors: list[str] = []
         self.meta: dict[str, list] = {}
+        declared = job.arrays()
+        self.data_names = sorted(n for n in declared if not n.startswith("videos/"))
+        self.meta_names = sorted(n[len("videos/"):] for n in declared if n.startswith("videos/"))
 
     def consume(self, res: TaskResult) -> None:
         row = res.key
@@ -131,10 +165,20 @@ class _BlockWriter:
         self.summary.videos += 1
         self.summary.clips += int(res.value.get("num_clips", 0)) if res.ok and self.status[-1] == DONE else 0
         if row == self.block_of[b][1] - 1:
-            data = self.job.end_block()
-            extra = data.pop("_meta", {})
+            block = self.job.end_block()
+            self._check(block)
             with storage_errors(self.store.url, f"writing block {b}"):
-                self.store.write_block(b, data, self.status, self.errors, meta={**self.meta, **extra})
+                self.store.write_block(b, block.arrays, self.status, self.errors, meta={**self.meta, **block.meta})
+
+    def _check(self, block: Block) -> None:
+        """The job kept the protocol: its block holds what its `arrays()` declares, nothing else."""
+        name = type(self.job).__name__
+        if not isinstance(block, Block):
+            raise VidcacheError(f"{name}.end_block returned {type(block).__name__}, not a runner.Block")
+        if sorted(block.arrays) != self.data_names or sorted(block.meta) != self.meta_names:
+            raise VidcacheError(f"{name}.end_block gave arrays {sorted(block.arrays)} and metadata "
+                                f"{sorted(block.meta)}; its arrays() declare {self.data_names} and "
+                                f"{self.meta_names}")
 
 
 def run_extractions(jobs: list[Job], manifest, outs: list[str], *, workers: int = 2,
