@@ -149,7 +149,14 @@ def test_bad_plan_arguments():
     with pytest.raises(ConfigError) as err:
         plan_clips("1x1", num_frames=10, height=96, width=128, clip_len=0, stride=0, crop_size_hint=1.5)
     assert len(err.value.problems) == 3  # every problem at once
-    assert isinstance(plan_clips(Protocol("grid", 1), 10, 96, 128, 4)[0], ClipSpec)
+
+def test_a_protocol_object_plans_like_its_name():
+    # 1x1 on 10 frames, 4-frame clips at stride 1: the window starts at (10 - 4) // 2 = 3; the crop is
+    # the centred 96-pixel square of a 128 x 96 frame; the box divides by width, height, frame count.
+    expected = ClipSpec(frame_indices=[3, 4, 5, 6], crop=(16, 0, 112, 96),
+                        box=(16 / 128, 0.0, 3 / 10, 112 / 128, 1.0, 7 / 10), temporal_index=0, spatial_index=0)
+    assert plan_clips(Protocol("grid", 1), 10, 96, 128, 4) == [expected]
+    assert plan_clips("1x1", 10, 96, 128, 4) == [expected]
 
 
 # ---- V-JEPA evaluation sampling against a re-typed copy of the reference
