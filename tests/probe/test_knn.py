@@ -1,3 +1,5 @@
+import json
+
 import numpy as np
 import pytest
 
@@ -81,3 +83,66 @@ def test_knn_gpu_equals_cpu():
     a = knn_scores(train, y, q, [10], 5, gpu=False)[10]
     b = knn_scores(train, y, q, [10], 5, gpu=True)[10]
     np.testing.assert_allclose(a, b, rtol=1e-3)
+
+
+@pytest.mark.parametrize("cfg, k, val_by_k, test_top1, first_rows", [
+    (KNNConfig(ks=[5, 15], views="mean", temperature=0.5), 15, {5: 75.0, 15: 79.16666666666666}, 58.333333333333336,
+     [[0.361478729, 0.4624016101, 0.0601830387, 0.1159366222],
+      [0.0973793738, 0.6058175651, 0.1742262468, 0.1225768142]]),
+    # k = 5 and 15 tie on val: the smaller k is kept
+    (KNNConfig(ks=[1, 5, 15], views="vote"), 5, {1: 45.83333333333333, 5: 54.166666666666664, 15: 54.166666666666664},
+     41.66666666666667,
+     [[0.4707202266, 0.463108417, 0.0351480093, 0.031023347],
+      [0.1384599052, 0.3098570957, 0.2899340621, 0.261748937]]),
+])
+def test_knn_probe_golden_values(make_clusters, cfg, k, val_by_k, test_top1, first_rows):
+    """Pinned numbers of a noisy 4-class problem (computed once, kept through refactors of the probe)."""
+    tr, va, te = (make_clusters(n, k=4, noise=5.0, seed=s) for n, s in ((40, 0), (24, 1), (24, 2)))
+    p = KNNProbe(cfg).fit(tr, va)
+    assert p.k == k
+    assert {kk: m["top1"] for kk, m in p.val_by_k.items()} == pytest.approx(val_by_k, abs=1e-9)
+    assert p.evaluate(te)["top1"] == pytest.approx(test_top1, abs=1e-9)
+    np.testing.assert_allclose(p.predict(te)[:2], first_rows, rtol=1e-6, atol=1e-9)
+
+
+def _probes():
+    from vidcache.probe.config import LinearConfig
+    from vidcache.probe.linear import LinearProbe
+
+    return [LinearProbe(LinearConfig(epochs=1, batch_size=8, lrs=[1e-2], wds=[0.0], device="cpu")),
+            KNNProbe(KNNConfig(ks=[3]))]
+
+
+@pytest.mark.parametrize("probe", _probes(), ids=["linear", "knn"])
+def test_knn_and_trained_probes_make_the_same_fit_checks(make_clusters, probe):
+    import dataclasses
+
+    from vidcache.errors import DataError
+
+    tr, va = make_clusters(12, k=3, seed=0, split="train"), make_clusters(6, k=3, seed=1, split="val")
+    with pytest.raises(DataError, match="split 'val' has no labelled, finished videos"):
+        probe.fit(tr, va.subset(np.arange(0)))
+    bad = tr.x.copy()
+    bad[2, 0, 0] = np.nan
+    with pytest.raises(DataError, match="features of split 'train'.*NaN"):
+        probe.fit(dataclasses.replace(tr, x=bad), va)
+    probe.num_classes = 2  # labels 0..2 do not fit two classes
+    with pytest.raises(DataError, match="split 'train' has label 2 but the probe has 2 classes"):
+        probe.fit(tr, va)
+
+
+def test_knn_results_json_has_the_fields_of_the_trained_probes(make_clusters, tmp_path):
+    from vidcache.probe.config import LinearConfig
+    from vidcache.probe.run import run_probe
+
+    data = {"train": make_clusters(12, k=3, seed=0), "val": make_clusters(6, k=3, seed=1),
+            "test": make_clusters(6, k=3, seed=2)}
+    knn = run_probe("knn", data, tmp_path / "knn", KNNConfig(ks=[3], views="vote"))
+    lin = run_probe("linear", data, tmp_path / "lin", LinearConfig(epochs=1, batch_size=8, lrs=[1e-2], wds=[0.0],
+                                                                   device="cpu"))
+    on_disk = {n: json.loads((tmp_path / n / "results.json").read_text()) for n in ("knn", "lin")}
+    assert set(on_disk["knn"]) == set(on_disk["lin"]) == set(knn) == set(lin)
+    assert {"report", "reported", "selected", "grid", "num_train", "train_samples", "fit_seconds"} <= set(knn)
+    assert knn["report"] == "test" and knn["reported"]["top1"] == knn["test"]["top1"]
+    assert knn["num_train"] == 12 and knn["train_samples"] == 36  # views=vote: every clip is in the bank
+    assert (tmp_path / "knn" / "config.json").is_file()

@@ -12,16 +12,14 @@ from __future__ import annotations
 
 import logging
 import time
-from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
-from vidcache.config import check, save_json
 from vidcache.errors import DataError
-from vidcache.probe.base import evaluate_probe
+from vidcache.probe.base import Probe
 from vidcache.probe.config import KNNConfig
-from vidcache.probe.data import ProbeData, check_finite, check_nonempty
+from vidcache.probe.data import ProbeData
 from vidcache.probe.metrics import classification_metrics
 
 log = logging.getLogger(__name__)
@@ -96,21 +94,17 @@ def knn_scores(bank: np.ndarray, bank_labels: np.ndarray, queries: np.ndarray, k
     return {k: weighted_votes(sim, nb, k, num_classes, temperature) for k in ks}
 
 
-class KNNProbe:
-    """fit / predict / evaluate / save like the trained probes; the "weights" are the training bank."""
+class KNNProbe(Probe):
+    """A probe on the shared base (fit checks, evaluate, results); its "weights" are the training bank."""
 
     name = "knn"
     Config = KNNConfig
     arrays = ("emb",)
 
     def __init__(self, cfg: KNNConfig | None = None, num_classes: int | None = None):
-        self.cfg = check(cfg if cfg is not None else KNNConfig())
-        self.num_classes = num_classes
+        super().__init__(cfg, num_classes)
         self.k: int | None = None
         self.val_by_k: dict[int, dict] = {}
-        self.metrics: dict[str, dict] = {}
-        self.info: dict = {}
-        self.dim: int | None = None
 
     def _queries(self, data: ProbeData) -> tuple[np.ndarray, int]:
         """Query vectors and views per video (1 with views=mean)."""
@@ -123,14 +117,9 @@ class KNNProbe:
 
     def fit(self, train: ProbeData, val: ProbeData, on_step: Callable[[int, int], None] | None = None):
         t0 = time.perf_counter()
-        for d, name in ((train, train.split or "train"), (val, val.split or "val")):
-            check_nonempty(d, name)
-            check_finite(d)
-        if self.num_classes is None:
-            self.num_classes = int(max(train.y.max(), val.y.max())) + 1
+        train, val = self.check_fit(train, val)
         self.bank, per = self._queries(train)
         self.bank_labels = np.repeat(train.y, per)
-        self.dim = train.dim
         if max(self.cfg.ks) > len(self.bank):
             log.warning("k up to %d asked for but the bank has %d samples: larger k use all of them",
                         max(self.cfg.ks), len(self.bank))
@@ -140,7 +129,7 @@ class KNNProbe:
         self.k = max(sorted(self.cfg.ks), key=lambda k: (self.val_by_k[k]["top1"], -k))
         self.metrics["val"] = classification_metrics(scores[self.k], val.y)
         self.info["fit_seconds"] = time.perf_counter() - t0
-        self.info["num_train"] = len(train)
+        self.info["train_samples"] = len(self.bank)  # one per video (views=mean) or per clip (vote)
         if on_step is not None:
             on_step(1, 1)
         return self
@@ -157,12 +146,7 @@ class KNNProbe:
         """Vote probabilities [n, K] with the k selected on val."""
         if self.k is None:
             raise RuntimeError("predict() before fit()")
-        data = x if isinstance(x, ProbeData) else ProbeData(np.asarray(x), np.zeros(len(x), np.int64))
-        check_finite(data)
-        return self._scores(data, [self.k])[self.k]
-
-    def evaluate(self, data: ProbeData, name: str | None = "test") -> dict:
-        return evaluate_probe(self, data, name)
+        return self._scores(self.inputs(x), [self.k])[self.k]
 
     def selected(self) -> dict:
         return {"k": self.k, "temperature": self.cfg.temperature, "views": self.cfg.views}
@@ -170,15 +154,3 @@ class KNNProbe:
     def grid_table(self) -> list[dict]:
         return [{"k": k, **{f"val_{m}": v for m, v in self.val_by_k[k].items() if m != "n"}}
                 for k in self.cfg.ks]
-
-    def results(self) -> dict:
-        return {"probe": self.name, "num_classes": self.num_classes, "dim": self.dim,
-                "selected": self.selected(), "grid": self.grid_table(), "seed": self.cfg.seed,
-                **self.metrics, **self.info}
-
-    def save(self, out_dir: str | Path, extra: dict | None = None) -> Path:
-        """results.json and config.json (a kNN probe has no weights beyond the training split itself)."""
-        out = Path(out_dir)
-        save_json(self.cfg, out / "config.json")
-        save_json({**self.results(), **(extra or {})}, out / "results.json")
-        return out
