@@ -36,6 +36,8 @@ for argv in [["--version"]] + [list(p) + ["--help"] for p in paths(typer.main.ge
             code = e.code or 0
     report["runs"].append({"argv": argv, "code": code, "torch": "torch" in sys.modules,
                            "out": buf.getvalue()})
+report["slow_to_import"] = sorted(m for m in ("pydantic", "typer.rich_utils", "rich.markdown", "rich.console")
+                                  if m in sys.modules)
 print(json.dumps(report))
 """
 
@@ -63,6 +65,9 @@ def test_every_help_and_version_import_no_torch():
         assert not run["torch"], f"`vidcache {' '.join(run['argv'])}` imported torch"
     for run in runs[1:]:
         assert "Usage: vidcache " + " ".join(run["argv"][:-1]) in " ".join(run["out"].split()), run["argv"]
+    # typer's rich help layout (rich's markdown, syntax, traceback) and its pydantic coercion of absent
+    # options are start-up time that no help needs (benchmarks/bench_startup.py measures it)
+    assert report["slow_to_import"] == []
 
 
 def test_generated_extract_options_follow_their_configs():

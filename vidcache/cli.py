@@ -15,27 +15,47 @@ from pathlib import Path
 from typing import Callable, Iterator, List, Optional
 
 import typer
-from rich.console import Console
 
 import vidcache
 from vidcache.errors import VidcacheError
 
 EXIT_USAGE, EXIT_FAILURES = 2, 3
 
-console = Console(stderr=True, soft_wrap=True)
-out = Console(soft_wrap=True)
 
-app = typer.Typer(help="Extract video features once, learn cheaply on the cache.", no_args_is_help=True,
-                  add_completion=False, pretty_exceptions_enable=False)
-data_app = typer.Typer(help="Manifests, dataset importers and the synthetic corpus.", no_args_is_help=True)
-extract_app = typer.Typer(help="Stage 1: videos -> clip stores (embeddings) and code stores (patch codes).",
-                          no_args_is_help=True)
-codec_app = typer.Typer(help="k-means patch codec: train codebooks, evaluate code stores.", no_args_is_help=True)
-cache_app = typer.Typer(help="Inspect, verify, export and prune stores.", no_args_is_help=True)
-probe_app = typer.Typer(help="Stage 2: linear / attentive / kNN / MLP probes on a clip store.", no_args_is_help=True)
-scale_app = typer.Typer(help="SCALE clip-set aggregation on cached clip embeddings.", no_args_is_help=True)
-pretrain_app = typer.Typer(help="Encoder pretraining from code stores (V-JEPA).", no_args_is_help=True)
-eval_app = typer.Typer(help="Batch re-evaluation of many checkpoints.", no_args_is_help=True)
+class _Console:
+    """A rich Console made on first use: importing rich's console is start-up time `--help` does not need."""
+
+    def __init__(self, **options):
+        self._options, self._console = options, None
+
+    def __getattr__(self, name):
+        if self._console is None:
+            from rich.console import Console
+
+            self._console = Console(**self._options)
+        return getattr(self._console, name)
+
+
+console = _Console(stderr=True, soft_wrap=True)
+out = _Console(soft_wrap=True)
+
+
+def _group(help: str, **options) -> typer.Typer:
+    """A command group. Help is click's plain layout: typer's rich layout imports rich's markdown,
+    syntax and traceback modules and renders panels, half a second of every `--help` on 2 cores."""
+    return typer.Typer(help=help, no_args_is_help=True, rich_markup_mode=None, **options)
+
+
+app = _group("Extract video features once, learn cheaply on the cache.", add_completion=False,
+             pretty_exceptions_enable=False)
+data_app = _group("Manifests, dataset importers and the synthetic corpus.")
+extract_app = _group("Stage 1: videos -> clip stores (embeddings) and code stores (patch codes).")
+codec_app = _group("k-means patch codec: train codebooks, evaluate code stores.")
+cache_app = _group("Inspect, verify, export and prune stores.")
+probe_app = _group("Stage 2: linear / attentive / kNN / MLP probes on a clip store.")
+scale_app = _group("SCALE clip-set aggregation on cached clip embeddings.")
+pretrain_app = _group("Encoder pretraining from code stores (V-JEPA).")
+eval_app = _group("Batch re-evaluation of many checkpoints.")
 for sub, name in [(data_app, "data"), (extract_app, "extract"), (codec_app, "codec"), (cache_app, "cache"),
                   (probe_app, "probe"), (scale_app, "scale"), (pretrain_app, "pretrain"), (eval_app, "eval")]:
     app.add_typer(sub, name=name)
@@ -43,7 +63,7 @@ for sub, name in [(data_app, "data"), (extract_app, "extract"), (codec_app, "cod
 
 def _version(value: bool) -> None:
     if value:
-        out.print(f"vidcache {vidcache.__version__}")
+        print(f"vidcache {vidcache.__version__}")
         raise typer.Exit()
 
 
@@ -946,9 +966,49 @@ def _value_callback(check: Callable, previous: Callable | None):
     return callback
 
 
-def _command_with_checks():
-    """The click command tree of `app`, with output paths and shared options checked while parsing."""
-    root = typer.main.get_command(app)
+class _CoercionOnFirstValue:
+    """Stands in for typer's coercion of one parameter until a value needs it.
+
+    typer (0.2x) builds a pydantic adapter for every parameter it processes, even for an absent option
+    whose value is None and needs no coercion (the `--help` of every group on the way to a command);
+    the first such build imports pydantic, a fifth of a second of every `--help`. Absent values pass
+    as typer passes them; the first present one builds typer's own coercion, which then takes over.
+    """
+
+    def coerce(self, value, param, ctx):
+        if value is None and not (param.multiple or param.nargs == -1):
+            return None
+        param._runtime_param = None
+        return param.get_runtime_param().coerce(value, param=param, ctx=ctx)
+
+
+def _defer_coercion(param) -> None:
+    if getattr(param, "_runtime_param", False) is None and hasattr(param, "get_runtime_param"):
+        param._runtime_param = _CoercionOnFirstValue()
+
+
+def _deferring(get_help_option):
+    def wrapped(ctx):
+        option = get_help_option(ctx)
+        if option is not None:
+            _defer_coercion(option)
+        return option
+
+    return wrapped
+
+
+def _command_with_checks(argv: list[str] | None = None):
+    """The click command tree that runs `argv`, with output paths and shared options checked while parsing.
+
+    When `argv` starts with a group's name (`probe linear ...`), only that group is built, under the
+    program name `vidcache probe`: building every group's commands is start-up time. Returns
+    (command, prog_name).
+    """
+    group = next((g for g in app.registered_groups if argv and g.name == argv[0]), None)
+    if group is None:
+        root, path, prog = typer.main.get_command(app), (), "vidcache"
+    else:
+        root, path, prog = typer.main.get_group(group.typer_instance), (group.name,), f"vidcache {group.name}"
 
     def walk(cmd, path: tuple) -> None:
         for sub_name, sub in (getattr(cmd, "commands", None) or {}).items():
@@ -959,9 +1019,12 @@ def _command_with_checks():
                 param.callback = _output_callback(kind, param.callback)
             elif param.name in SHARED_CHECKS:
                 param.callback = _value_callback(SHARED_CHECKS[param.name], param.callback)
+            _defer_coercion(param)
+        if hasattr(cmd, "get_help_option"):  # the help option is made when first parsed
+            cmd.get_help_option = _deferring(cmd.get_help_option)
 
-    walk(root, ())
-    return root
+    walk(root, path)
+    return root, prog
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -973,7 +1036,9 @@ def main(argv: list[str] | None = None) -> None:
     exit code 130, which no command returns otherwise).
     """
     try:
-        code = _command_with_checks().main(args=argv, prog_name="vidcache", standalone_mode=False)
+        argv = list(sys.argv[1:] if argv is None else argv)
+        command, prog = _command_with_checks(argv)
+        code = command.main(args=argv[1:] if prog != "vidcache" else argv, prog_name=prog, standalone_mode=False)
     except VidcacheError as e:
         _error_line(str(e))
         sys.exit(EXIT_USAGE)
