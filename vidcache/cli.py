@@ -42,7 +42,7 @@ out = _Console(soft_wrap=True)
 
 def _group(help: str, **options) -> typer.Typer:
     """A command group. Help is click's plain layout: typer's rich layout imports rich's markdown,
-    syntax and traceback modules and renders panels, half a second of every `--help` on 2 cores."""
+    syntax and traceback modules and renders panels, most of the start-up time of every `--help`."""
     return typer.Typer(help=help, no_args_is_help=True, rich_markup_mode=None, **options)
 
 
