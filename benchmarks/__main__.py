@@ -21,7 +21,7 @@ sys.path.insert(0, str(HERE.parent))
 
 from benchmarks.common import RESULTS, load, result_path  # noqa: E402
 
-AREAS = ["startup", "store", "extract", "codec", "probe", "scale", "pretrain", "eval", "dense", "fidelity"]
+AREAS = ["startup", "store", "extract", "codec", "probe", "attentive", "scale", "pretrain", "eval", "dense", "fidelity"]
 COLUMNS = ("result", "mode", "figure", "value", "target", "verdict")
 
 

@@ -1,3 +1,4 @@
+import dataclasses
 import math
 
 import numpy as np
@@ -9,6 +10,7 @@ from vidcache.probe.attentive import (
     AttentiveConfig,
     AttentiveHead,
     AttentiveProbe,
+    segments_per_view,
 )
 from vidcache.probe.metrics import classification_metrics
 
@@ -243,6 +245,49 @@ def test_attentive_video_mode_sees_all_views(make_clusters):
     cfg = AttentiveConfig(num_heads=H, epochs=1, batch_size=4, sample="video", device="cpu")
     p = AttentiveProbe(cfg).fit(tr, make_clusters(6, k=2, d=D, views=3, tokens=2, seed=1))
     assert p.info["num_train"] == 12 and p.predict(tr).shape == (12, 2)
+
+
+@pytest.mark.parametrize("layout,depth", [("jepa", 1), ("jepa", 4), ("vjepa2", 1), ("vjepa2", 4)])
+def test_grid_forward_equals_each_head_alone(layout, depth):
+    """The batched pass of G stacked heads (one bmm per layer, one fused attention over G * B) gives
+    every head's own logits: equal to torch.func.vmap of the module's forward, padding masked."""
+    from vidcache.probe.train import stack_heads
+
+    head, params, _ = stack_heads(lambda: AttentiveHead(D, H, depth=depth, num_classes=3, layout=layout), 3, 0,
+                                  torch.device("cpu"))
+    with torch.no_grad():  # heads that differ
+        for v in params.values():
+            v.add_(0.1 * torch.randn_like(v))
+    x, mask = torch.randn(5, 7, D), torch.ones(5, 7, dtype=torch.bool)
+    mask[1, 4:] = False
+    batch = {"x": x, "mask": mask}
+    ref = torch.func.vmap(lambda p: torch.func.functional_call(head, p, (batch,)))(params)
+    got = head.grid_forward(params, batch)
+    torch.testing.assert_close(got, ref, rtol=1e-5, atol=1e-5)
+    for g in range(3):  # and each head loaded alone into the plain module
+        one = AttentiveHead(D, H, depth=depth, num_classes=3, layout=layout)
+        one.load_state_dict({k: v[g] for k, v in params.items()})
+        torch.testing.assert_close(got[g], one(batch), rtol=1e-5, atol=1e-5)
+
+
+def test_vjepa2_grid_trains_each_head_as_alone(make_clusters):
+    """Same seed: every head of a 4-block vjepa2 grid ends with the weights and logits it gets when
+    trained on its own (clipping and the weight-decay schedule are per head)."""
+    tr = make_clusters(24, k=3, d=D, views=3, tokens=2, seed=0)
+    va = make_clusters(9, k=3, d=D, views=3, tokens=2, seed=1)
+    for d in (tr, va):
+        d.spatial = 3
+    cfg = AttentiveConfig(num_heads=H, layout="vjepa2", depth=4, epochs=2, batch_size=8, sample="segments",
+                          lrs=[1e-3, 1e-2], wds=[0.01, 0.4], final_wd=1e-6, clip_grad=1.0, decay_vectors=True,
+                          device="cpu")
+    full = AttentiveProbe(cfg).fit(tr, va)
+    probs = full.result.scores(segments_per_view(va))
+    for i in (1, 3):
+        g = cfg.grid()[i]
+        alone = AttentiveProbe(dataclasses.replace(cfg, lrs=[g["lr"]], wds=[g["wd"]])).fit(tr, va)
+        for name, p in alone.result.params.items():
+            torch.testing.assert_close(full.result.params[name][i], p[0], rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(probs[i], alone.result.scores(segments_per_view(va))[0], rtol=1e-4, atol=1e-5)
 
 
 @pytest.mark.gpu

@@ -28,6 +28,7 @@ import math
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from vidcache.probe.base import GridProbe
@@ -194,17 +195,97 @@ class AttentiveClassifier(nn.Module):
         return self.linear(self.pooler(x, mask).squeeze(1))
 
 
+def _glinear(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None) -> torch.Tensor:
+    """G linear layers at once: x [G, ..., in], w [G, out, in], b [G, out] -> [G, ..., out] (one bmm)."""
+    g = w.shape[0]
+    x3 = x.reshape(g, -1, x.shape[-1])
+    y = torch.bmm(x3, w.transpose(1, 2)) if b is None else torch.baddbmm(b[:, None, :], x3, w.transpose(1, 2))
+    return y.view(*x.shape[:-1], w.shape[1])
+
+
+def _gnorm(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """G LayerNorms (eps 1e-5, nn.LayerNorm's) with per-head affine: x [G or 1, ..., D], w, b [G, D]."""
+    shape = (w.shape[0],) + (1,) * (x.ndim - 2) + (w.shape[-1],)
+    return F.layer_norm(x, x.shape[-1:], eps=1e-5) * w.view(shape) + b.view(shape)
+
+
+def _gattend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """`_attend` for G heads' [G, B, H, N, d] through one fused scaled_dot_product_attention call."""
+    g, b = q.shape[:2]
+    m = None
+    if mask is not None:  # [B, L] -> [G*B, 1, 1, L]
+        m = mask[None, :, None, None, :].expand(g, -1, -1, -1, -1).reshape(g * b, 1, 1, mask.shape[-1])
+    out = F.scaled_dot_product_attention(q.flatten(0, 1), k.flatten(0, 1), v.flatten(0, 1), attn_mask=m)
+    return out.view(q.shape[:-2] + out.shape[-2:])
+
+
 class AttentiveHead(AttentiveClassifier):
     """The classifier on a batch dict: a sample's tokens [B, L, D] (one clip, or with
     sample="segments" one spatial view's segments concatenated), or with sample="video" all views'
-    tokens [B, C, L, D] joined into one sequence; `batch["mask"]` marks real tokens."""
+    tokens [B, C, L, D] joined into one sequence; `batch["mask"]` marks real tokens.
+
+    `grid_forward` runs G heads of a grid (stacked [G, ...] parameters) in one pass over the shared
+    token batch: every linear layer is one batched matmul, every attention one fused
+    scaled_dot_product_attention over G * B, the same arithmetic as `forward` head by head."""
 
     def forward(self, batch: dict) -> torch.Tensor:  # type: ignore[override]
+        x, mask = self._tokens(batch)
+        return super().forward(x, mask)
+
+    @staticmethod
+    def _tokens(batch: dict) -> tuple[torch.Tensor, torch.Tensor | None]:
         x, mask = batch["x"], batch.get("mask")
         if x.ndim == 4:
             x = x.flatten(1, 2)
             mask = None if mask is None else mask.flatten(1, 2)
-        return super().forward(x, mask)
+        return x, mask
+
+    def grid_forward(self, params: dict, batch: dict) -> torch.Tensor:
+        """Logits [G, B, K] of the G heads whose parameters are stacked in `params`."""
+        x, mask = self._tokens(batch)
+        pooler = self.pooler
+        heads = pooler.cross_attention_block.xattn.num_heads
+
+        def p(name: str) -> torch.Tensor | None:
+            return params.get(name)
+
+        def mlp(h, pre):
+            h = F.gelu(_glinear(h, p(pre + "fc1.weight"), p(pre + "fc1.bias")))
+            return _glinear(h, p(pre + "fc2.weight"), p(pre + "fc2.bias"))
+
+        def split(t, parts):  # [G, B, N, parts * C] -> [parts, G, B, H, N, C / H]
+            g, b, n, c = t.shape
+            return t.view(g, b, n, parts, heads, c // (parts * heads)).permute(3, 0, 1, 4, 2, 5)
+
+        def merge(t):  # [G, B, H, N, d] -> [G, B, N, H * d]
+            return t.transpose(2, 3).flatten(3)
+
+        def block(h, i, m):
+            pre = f"pooler.blocks.{i}."
+            a = _gnorm(h, p(pre + "norm1.weight"), p(pre + "norm1.bias"))
+            qkv = split(_glinear(a, p(pre + "attn.qkv.weight"), p(pre + "attn.qkv.bias")), 3)
+            a = merge(_gattend(qkv[0], qkv[1], qkv[2], m))
+            h = h + _glinear(a, p(pre + "attn.proj.weight"), p(pre + "attn.proj.bias"))
+            return h + mlp(_gnorm(h, p(pre + "norm2.weight"), p(pre + "norm2.bias")), pre + "mlp.")
+
+        g = params["linear.weight"].shape[0]
+        depth = len(pooler.blocks or [])
+        h = x.unsqueeze(0)  # shared by the G heads: the first LayerNorm is computed once, its affine per head
+        if pooler.layout == "vjepa2":
+            for i in range(depth):
+                h = block(h, i, mask)
+        pre = "pooler.cross_attention_block."
+        q = p("pooler.query_tokens").expand(g, len(x), -1, -1)  # [G, 1, 1, D] -> [G, B, 1, D]
+        kv = _glinear(_gnorm(h, p(pre + "norm1.weight"), p(pre + "norm1.bias")),
+                      p(pre + "xattn.kv.weight"), p(pre + "xattn.kv.bias"))
+        kv = split(kv, 2)
+        qh = split(_glinear(q, p(pre + "xattn.q.weight"), p(pre + "xattn.q.bias")), 1)[0]
+        q = q + merge(_gattend(qh, kv[0], kv[1], mask))
+        q = q + mlp(_gnorm(q, p(pre + "norm2.weight"), p(pre + "norm2.bias")), pre + "mlp.")
+        if pooler.layout == "jepa":
+            for i in range(depth):
+                q = block(q, i, None)
+        return _glinear(q[:, :, 0], p("linear.weight"), p("linear.bias"))
 
 
 def temporal_pos_embed(positions: np.ndarray, dim: int) -> np.ndarray:

@@ -4,7 +4,8 @@
 the data: each batch is read, standardised and fed once, all heads see it together and all are
 updated in the same step (DINOv2's linear evaluation does the same with its bank of linear heads).
 The heads' parameters live stacked as [G, ...] tensors; a head class may provide a batched forward
-(`grid_forward`, e.g. the linear bank as one GEMM), otherwise `torch.func.vmap` over
+(`grid_forward`: the linear bank as one GEMM, the attentive head as one bmm per layer and one fused
+attention over all heads), otherwise `torch.func.vmap` over
 `functional_call` batches any architecture. Since the heads never interact, the summed loss gives
 each head exactly the gradient it would get alone, and the optimiser below applies per-head learning
 rates and weight decays elementwise: head i of a grid equals that head trained on its own.
@@ -176,7 +177,7 @@ def stack_heads(make_head: Callable[[], nn.Module], num: int, seed: int, device:
 
 def grid_forward(head: nn.Module, params: dict, buffers: dict, batch: dict) -> torch.Tensor:
     """Logits [G, B, K] of G stacked heads on one batch."""
-    if hasattr(head, "grid_forward"):
+    if getattr(head, "grid_forward", None) is not None:
         return head.grid_forward(params, batch)
 
     def one(p, b, bt):
