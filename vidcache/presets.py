@@ -52,6 +52,14 @@ class Preset:
                 "needs": dict(self.needs), "features": list(self.features)}
 
 
+# What jepa's and vjepa2's frozen evals share: AdamW, 20 epochs, no warm-up, cosine to 0 with both
+# schedulers stepped before each batch, batch 4 x 64 GPUs, no feature standardisation, segments joined
+# per spatial view (attend_across_segments), the best head's score on the eval split.
+_FROZEN_EVAL = {"optimizer": "adamw", "epochs": 20, "warmup_epochs": 0.0, "final_lr_ratio": 0.0,
+                "schedule_rule": "jepa", "batch_size": 256, "standardize": False, "sample": "segments",
+                "report": "best-val"}
+
+
 def _vjepa(name: str, segments: int, yaml: str, table: str) -> Preset:
     """jepa's frozen attentive evaluation: one attentive head (depth 1, jepa layout), lr 1e-3,
     wd 0.01 by cosine to 1e-6, gradients clipped at norm 1, 20 epochs, no warm-up, cosine to 0, both
@@ -62,9 +70,7 @@ def _vjepa(name: str, segments: int, yaml: str, table: str) -> Preset:
                  "facebookresearch/jepa: evals/video_classification_frozen/eval.py",
                  "facebookresearch/jepa: evals/video_classification_frozen/utils.py"),
         probe="attentive",
-        probe_config={"layout": "jepa", "depth": 1, "lrs": [0.001], "wds": [0.01], "epochs": 20,
-                      "warmup_epochs": 0.0, "final_lr_ratio": 0.0, "batch_size": 256, "sample": "segments",
-                      "standardize": False, "optimizer": "adamw", "report": "best-val", "schedule_rule": "jepa",
+        probe_config={**_FROZEN_EVAL, "layout": "jepa", "depth": 1, "lrs": [0.001], "wds": [0.01],
                       "final_wd": JEPA_EVAL_FINAL_WD, "clip_grad": JEPA_EVAL_CLIP_GRAD, "decay_vectors": False},
         extract={"protocol": f"vjepa:{segments}x3:0", "clip_len": 16, "stride": 4, "tokens": "full"},
         needs={"image_size": 224, "num_frames": 16},
@@ -86,11 +92,8 @@ def _vjepa2(name: str, segments: int, yaml: str, table: str) -> Preset:
                  "facebookresearch/vjepa2: evals/video_classification_frozen/eval.py",
                  "facebookresearch/vjepa2: src/models/attentive_pooler.py"),
         probe="attentive",
-        probe_config={"layout": "vjepa2", "depth": 4, "num_heads": 16, "lrs": list(VJEPA2_LRS),
-                      "wds": list(VJEPA2_WDS), "epochs": 20, "warmup_epochs": 0.0, "final_lr_ratio": 0.0,
-                      "batch_size": 256, "sample": "segments", "standardize": False, "optimizer": "adamw",
-                      "report": "best-val", "schedule_rule": "jepa", "final_wd": None, "clip_grad": 0.0,
-                      "decay_vectors": True},
+        probe_config={**_FROZEN_EVAL, "layout": "vjepa2", "depth": 4, "num_heads": 16, "lrs": list(VJEPA2_LRS),
+                      "wds": list(VJEPA2_WDS), "final_wd": None, "clip_grad": 0.0, "decay_vectors": True},
         extract={"protocol": f"vjepa:{segments}x3:0", "clip_len": 16, "stride": 4, "tokens": "full"},
         needs={"image_size": 256, "num_frames": 16},
         cache_differs=("Training sees the 3 cached eval views of each segment (the reference trains on one "
