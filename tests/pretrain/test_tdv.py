@@ -240,31 +240,17 @@ def _same_state(a, b, atol=0.0):
                 assert torch.equal(t, b[key][name]), f"{key}.{name}"
 
 
-def test_killed_run_resumes_to_the_same_checkpoint(code_store, tmp_path):
+def test_killed_run_resumes_to_the_same_checkpoint(code_store, tmp_path, kill_after_checkpoint):
     codes = code_store[0]
     pretrain(tiny_cfg(codes, tmp_path / "full", steps=6, checkpoint_every=3))
-    script = tmp_path / "run.py"
-    script.write_text(textwrap.dedent(f"""
-        import torch
-        torch.set_num_threads(1)
-        from vidcache.pretrain.tdv_config import TDVConfig
-        from vidcache.pretrain.train import pretrain
-        pretrain(TDVConfig(**{tiny_cfg(codes, tmp_path / 'killed', steps=6, checkpoint_every=3).__dict__!r}))
-    """))
-    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen([sys.executable, str(script)], env=env)
-    import time
-
-    deadline = time.time() + 120
-    while not (tmp_path / "killed" / "ckpt_000003.pt").exists() and time.time() < deadline and proc.poll() is None:
-        time.sleep(0.01)
-    proc.kill()
-    proc.wait()
-    assert (tmp_path / "killed" / "ckpt_000003.pt").exists()
+    kill_after_checkpoint(tiny_cfg(codes, tmp_path / "killed", steps=6, checkpoint_every=3), "ckpt_000003.pt")
     resumed = pretrain(tiny_cfg(codes, tmp_path / "killed", steps=6, checkpoint_every=3))
     assert resumed["step"] == 6
     a = torch.load(tmp_path / "full" / "ckpt_000006.pt", weights_only=True)
     b = torch.load(tmp_path / "killed" / "ckpt_000006.pt", weights_only=True)
+    # Every TDV step has the same shapes, so the FLOPs grow linearly with the step, and resume keeps them.
+    half = torch.load(tmp_path / "killed" / "ckpt_000003.pt", weights_only=True)["pretrain_flops"]
+    assert a["pretrain_flops"] == b["pretrain_flops"] == 2 * half > 0
     _same_state(a, b)
     assert _losses(tmp_path / "killed") == _losses(tmp_path / "full")
     rows = [json.loads(x) for x in (tmp_path / "full" / "metrics.jsonl").read_text().splitlines()]
@@ -307,6 +293,7 @@ def test_two_rank_ddp_takes_the_same_steps_as_one_process(code_store, tmp_path):
     a = torch.load(tmp_path / "single" / "ckpt_000002.pt", weights_only=True)
     b = torch.load(tmp_path / "ddp" / "ckpt_000002.pt", weights_only=True)
     _same_state(a, b, atol=2e-5)
+    assert a["pretrain_flops"] == b["pretrain_flops"] > 0  # the ranks' counts add up to one process's
 
 
 def test_checkpoints_are_per_frame_backbones(code_store, tmp_path):

@@ -104,33 +104,19 @@ def test_resume_continues_exactly_and_checkpoints_are_backbones(code_store, tmp_
         pretrain(tiny_cfg(codes, tmp_path / "part", seed=1, steps=6))
 
 
-def test_killed_run_resumes_to_the_same_parameters(code_store, tmp_path):
-    """SIGKILL a CLI-less run once its first checkpoint exists; the rerun ends where an uninterrupted run ends."""
+def test_killed_run_resumes_to_the_same_parameters(code_store, tmp_path, kill_after_checkpoint):
+    """SIGKILL a CLI-less run once its first checkpoint exists; the rerun ends where an uninterrupted run ends,
+    with the same training FLOPs in every checkpoint."""
     codes = code_store[0]
     pretrain(tiny_cfg(codes, tmp_path / "full", steps=6, checkpoint_every=3))
-    script = tmp_path / "run.py"
-    script.write_text(textwrap.dedent(f"""
-        import torch
-        torch.set_num_threads(1)
-        from vidcache.pretrain import PretrainConfig, pretrain
-        cfg = PretrainConfig(**{tiny_cfg(codes, tmp_path / 'killed', steps=6, checkpoint_every=3).__dict__!r})
-        pretrain(cfg)
-    """))
-    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen([sys.executable, str(script)], env=env)
-    import time
-
-    deadline = time.time() + 120
-    while not (tmp_path / "killed" / "ckpt_000003.pt").exists() and time.time() < deadline and proc.poll() is None:
-        time.sleep(0.01)
-    proc.kill()
-    proc.wait()
-    assert (tmp_path / "killed" / "ckpt_000003.pt").exists()
+    kill_after_checkpoint(tiny_cfg(codes, tmp_path / "killed", steps=6, checkpoint_every=3), "ckpt_000003.pt")
     pretrain(tiny_cfg(codes, tmp_path / "killed", steps=6, checkpoint_every=3))
     a = torch.load(tmp_path / "full" / "ckpt_000006.pt", weights_only=True)
     b = torch.load(tmp_path / "killed" / "ckpt_000006.pt", weights_only=True)
     _assert_same_state(a, b)
     assert _losses(tmp_path / "killed") == _losses(tmp_path / "full")
+    flops = [torch.load(tmp_path / "full" / f"ckpt_00000{s}.pt", weights_only=True)["pretrain_flops"] for s in (0, 3)]
+    assert flops[0] == 0 < flops[1] < a["pretrain_flops"] == b["pretrain_flops"]
 
 
 def test_two_rank_ddp_takes_the_same_steps_as_one_process(code_store, tmp_path):
@@ -155,6 +141,7 @@ def test_two_rank_ddp_takes_the_same_steps_as_one_process(code_store, tmp_path):
     # Gradients are averaged in another order across ranks; Adam's first steps move every weight by
     # about lr, so a flipped sign of a near-zero gradient would show as a difference of 2 * lr.
     _assert_same_state(a, b, exact=False, atol=1e-5)
+    assert a["pretrain_flops"] == b["pretrain_flops"] > 0  # the ranks' counts add up to one process's
 
 
 def test_mp4_loader_trains_the_same_model(code_store, tmp_path):
@@ -172,3 +159,26 @@ def test_config_reports_every_problem():
     text = str(err.value)
     for word in ("codes is required", "out is required", "vit_nano", "tubelet_size", "loader", "crop_scale"):
         assert word in text
+
+
+def test_pretrain_flops_are_every_steps_forward_and_backward(code_store, tmp_path):
+    """The checkpoint's FLOPs equal a re-count of each step on a fresh model: the masks of each step
+    (their lengths vary) under the counter, forward and backward."""
+    from vidcache.models.flops import flop_counter
+    from vidcache.pretrain.train import Trainer
+
+    cfg = tiny_cfg(code_store[0], tmp_path / "run", steps=5, checkpoint_every=5)
+    pretrain(cfg)
+    recorded = torch.load(tmp_path / "run" / "ckpt_000005.pt", weights_only=True)["pretrain_flops"]
+    trainer = Trainer(cfg, torch.device("cpu"))
+    video = torch.zeros(cfg.batch_size, 3, cfg.num_frames, trainer.image_size, trainer.image_size)
+    expected, lengths = 0, set()
+    for step in range(cfg.steps):
+        inputs = trainer.objective.inputs(step)
+        lengths.add(tuple(m.shape[1] for m in inputs["masks_enc"] + inputs["masks_pred"]))
+        counter = flop_counter()
+        with counter:
+            trainer.model(video, **inputs).backward()
+        expected += counter.get_total_flops()
+    assert len(lengths) > 1  # the count follows the masks, not the first step's shapes
+    assert recorded == expected

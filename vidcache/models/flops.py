@@ -1,11 +1,13 @@
-"""FLOPs of one forward pass, counted by torch's dispatcher (matmuls, convolutions, attention)."""
+"""FLOPs counted by torch's dispatcher (matmuls, convolutions, attention): one forward pass of a
+backbone (`count_flops`, the inference FLOPs extraction stores), or any code run under
+`flop_counter()` (pretraining counts each step's forward and backward with it)."""
 
 from __future__ import annotations
 
 import copy
 
 import torch
-from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
+from torch.utils.flop_counter import FlopCounterMode, sdpa_backward_flop_count, sdpa_flop_count
 
 from vidcache.models.backbone import Backbone
 
@@ -14,11 +16,28 @@ def _cpu_flash_attention_flop(query_shape, key_shape, value_shape, *args, out_sh
     return sdpa_flop_count(query_shape, key_shape, value_shape)
 
 
-# torch counts the CUDA attention kernels but not the fused CPU one, so attention would vanish from
-# CPU counts; registering it keeps FLOPs independent of the device they were counted on.
+def _cpu_flash_attention_backward_flop(grad_out_shape, query_shape, key_shape, value_shape, *args,
+                                       out_shape=None, **kwargs) -> int:
+    return sdpa_backward_flop_count(grad_out_shape, query_shape, key_shape, value_shape)
+
+
+# torch counts the CUDA attention kernels (forward and backward) but not the fused CPU ones, so
+# attention would vanish from CPU counts; registering them keeps FLOPs independent of the device
+# they were counted on.
 _EXTRA_FORMULAS = {}
-if hasattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu"):
-    _EXTRA_FORMULAS[torch.ops.aten._scaled_dot_product_flash_attention_for_cpu] = _cpu_flash_attention_flop
+for _name, _formula in (("_scaled_dot_product_flash_attention_for_cpu", _cpu_flash_attention_flop),
+                        ("_scaled_dot_product_flash_attention_for_cpu_backward", _cpu_flash_attention_backward_flop)):
+    if hasattr(torch.ops.aten, _name):
+        _EXTRA_FORMULAS[getattr(torch.ops.aten, _name)] = _formula
+
+
+def flop_counter() -> FlopCounterMode:
+    """A counter of the FLOPs of whatever runs inside it (`with counter: ...; counter.get_total_flops()`).
+
+    The one rule of every FLOPs figure vidcache records: multiply and add counted separately, only
+    ops torch has a formula for (matmul, conv, attention, and their backward), on any device.
+    """
+    return FlopCounterMode(display=False, custom_mapping=_EXTRA_FORMULAS)
 
 
 def count_flops(backbone: Backbone, clip_shape: tuple[int, int, int, int, int] | None = None) -> int:
@@ -44,7 +63,7 @@ def count_flops(backbone: Backbone, clip_shape: tuple[int, int, int, int, int] |
 
 
 def _count(backbone: Backbone, clip: torch.Tensor) -> int:
-    counter = FlopCounterMode(display=False, custom_mapping=_EXTRA_FORMULAS)
+    counter = flop_counter()
     with torch.no_grad(), counter:
         backbone.pool(backbone.forward_features(clip))
     return int(counter.get_total_flops())

@@ -10,7 +10,8 @@ Objectives are plug-ins (vidcache.pretrain.objective): V-JEPA (vidcache.pretrain
 Run directory:
 - `config.json`: the config of the run (written when it starts);
 - `ckpt_{step:06d}.pt`: checkpoints (step 0 = the random initialisation), written atomically and
-  loadable with `torch.load(weights_only=True)`; each is a `vidcache:` backbone (the target encoder);
+  loadable with `torch.load(weights_only=True)`; each is a `vidcache:` backbone (the target encoder)
+  and records `pretrain_flops`, the training FLOPs of every step so far (below);
 - `metrics.jsonl`: one record per logged step (step, loss, lr, wd, momentum, samples/s, frames/s, and
   the objective's own terms, e.g. TDV's mse_loss / dino_loss / ibot_loss);
 - `loss.png`: the loss curve, drawn when the run ends.
@@ -21,6 +22,14 @@ are functions of (seed, step), so the loss curve continues exactly where it stop
 CPU). Fields that change the result must match the checkpoint's config; those marked hashed=False
 (steps, device, workers, ...) may change between calls.
 
+Training FLOPs (`pretrain_flops`): counted by the same counter as extraction's inference FLOPs
+(`vidcache.models.flops.flop_counter`: matmul, conv and attention, multiply and add counted apart)
+over each step's forward and backward of the objective's model, measured, not estimated as 3x the
+forward: the EMA target's forward (no backward) counts once, the trained parts' backward as it ran.
+The optimiser, the EMA update and the decoding of the codes are not counted. A step's count depends
+only on its input shapes (V-JEPA's mask lengths), so a resumed run, which restores the total, gives
+the count of an uninterrupted one; under DDP the ranks' counts are summed at every checkpoint.
+
 DDP: under torchrun every rank builds the same model from the seed, reads the same code store and
 takes its interleaved share of each global batch; masks are drawn for the global batch and sliced
 (V-JEPA) and TDV reduces over the global batch, so N processes take the same steps as one process
@@ -29,6 +38,7 @@ with the same global batch.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import time
@@ -43,6 +53,7 @@ from vidcache.distributed import DistInfo, barrier, destroy_distributed, init_di
 from vidcache.errors import ConfigError, VidcacheError
 from vidcache.models.backbone import IMAGENET_MEAN, IMAGENET_STD
 from vidcache.models.checkpoint import load_checkpoint, make_checkpoint, save_checkpoint_atomic
+from vidcache.models.flops import flop_counter
 from vidcache.pretrain.config import DTYPES, LOADERS, PretrainConfig  # noqa: F401  (re-exported)
 from vidcache.pretrain.loader import (
     ClipDecoder,
@@ -123,6 +134,17 @@ def _write_loss_png(metrics: Path, png: Path, label: str = "loss") -> None:
     tmp.replace(png)
 
 
+def _shapes(obj: Any) -> tuple:
+    """The shapes of every tensor in a nest of tensors, lists and dicts: what a step's FLOPs depend on."""
+    if isinstance(obj, torch.Tensor):
+        return tuple(obj.shape)
+    if isinstance(obj, dict):
+        return tuple((k, _shapes(v)) for k, v in sorted(obj.items()))
+    if isinstance(obj, (list, tuple)):
+        return tuple(_shapes(v) for v in obj)
+    return ()
+
+
 def _truncate_metrics(path: Path, step: int) -> None:
     """Drop records past `step` (written after the checkpoint a resumed run starts from)."""
     if not path.is_file():
@@ -200,6 +222,9 @@ class Trainer:
             self.ddp = DistributedDataParallel(self.model, device_ids=[device.index] if device.type == "cuda" else None)
         use_bf16 = cfg.dtype == "bf16" or (cfg.dtype == "auto" and device.type == "cuda")
         self.autocast_dtype = torch.bfloat16 if use_bf16 else None
+        # Training FLOPs: every rank's since the last `sync_flops` (local) and the run's total at it.
+        self.flops, self.local_flops = 0, 0
+        self._step_flops: dict[tuple, int] = {}
 
     # -- data
     def loader(self, workers: int | None = None):
@@ -225,12 +250,20 @@ class Trainer:
         video = self.video(batch)
         inputs = self.objective.inputs(self.step)
         self.ddp.train()
-        with torch.autocast(self.device.type, dtype=self.autocast_dtype or torch.float32,
-                            enabled=self.autocast_dtype is not None):
-            out = self.ddp(video, **inputs)
-        loss, metrics = out if isinstance(out, tuple) else (out, {})
         self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        # A step's FLOPs depend only on its input shapes: the first step of each shape runs under the
+        # counter (forward and backward measured), the others add the same count.
+        key = _shapes((video, inputs))
+        counter = flop_counter() if key not in self._step_flops else contextlib.nullcontext()
+        with counter:
+            with torch.autocast(self.device.type, dtype=self.autocast_dtype or torch.float32,
+                                enabled=self.autocast_dtype is not None):
+                out = self.ddp(video, **inputs)
+            loss, metrics = out if isinstance(out, tuple) else (out, {})
+            loss.backward()
+        if key not in self._step_flops:
+            self._step_flops[key] = int(counter.get_total_flops())
+        self.local_flops += self._step_flops[key]
         if cfg.clip_grad is not None:
             torch.nn.utils.clip_grad_norm_([p for p in self.model.parameters() if p.requires_grad], cfg.clip_grad)
         self.optimizer.step()
@@ -240,6 +273,17 @@ class Trainer:
                 "metrics": {k: v.detach() for k, v in metrics.items()}}
 
     # -- checkpoints
+    def sync_flops(self) -> int:
+        """Add every rank's FLOPs since the last call to the run's total (all ranks call it together)."""
+        local = self.local_flops
+        if self.world > 1:
+            t = torch.tensor([local], dtype=torch.int64, device=self.device)
+            torch.distributed.all_reduce(t)
+            local = int(t.item())
+        self.flops += local
+        self.local_flops = 0
+        return self.flops
+
     def state(self) -> dict:
         part = dict(self.objective.checkpoint())
         preprocess = {"mean": list(self.mean), "std": list(self.std), "frame_stride": self.frame_stride,
@@ -247,7 +291,8 @@ class Trainer:
         return make_checkpoint(part.pop("model_config"), part.pop("target_encoder"), encoder=part.pop("encoder"),
                                step=self.step, preprocess=preprocess, objective=self.objective.name,
                                optimizer=self.optimizer.state_dict(), rng=_rng_state(), config=to_dict(self.cfg),
-                               code_store={"patch": self.source.patch, "grid": self.source.grid}, **part)
+                               code_store={"patch": self.source.patch, "grid": self.source.grid},
+                               pretrain_flops=self.flops + self.local_flops, **part)
 
     def load_state(self, ckpt: dict, path: Path) -> None:
         _check_compatible(self.cfg, ckpt.get("config") or {}, path)
@@ -258,6 +303,7 @@ class Trainer:
         self.optimizer.load_state_dict(ckpt["optimizer"])
         _set_rng_state(ckpt["rng"])
         self.step = int(ckpt["step"])
+        self.flops, self.local_flops = int(ckpt.get("pretrain_flops") or 0), 0
 
     def save(self, out: Path) -> Path:
         return save_checkpoint_atomic(self.state(), checkpoint_path(out, self.step))
@@ -339,6 +385,7 @@ def _run(cfg: Any, device: torch.device, dist: DistInfo, progress) -> dict:
                         if progress is not None:
                             progress(step, cfg.steps, record)
                 if step % cfg.checkpoint_every == 0 or step == end:
+                    trainer.sync_flops()
                     if rank == 0:
                         trainer.save(out)
                     barrier(dist)
