@@ -1,4 +1,4 @@
-"""Checkpoints of a plan: expanding globs, reading the training step, loading a backbone or its error.
+"""Checkpoints of a plan: expanding globs, reading the training step and FLOPs, loading a backbone or its error.
 
 A checkpoint's identity is its content: the store it is extracted into is found by a config hash
 that includes the digest of its weights, so two files with the same name but different weights
@@ -181,13 +181,21 @@ def identity(ref: CheckpointRef) -> str | None:
     return hashlib.sha256(canonical_json(body).encode()).hexdigest()
 
 
+def pretrain_flops_of(top: dict | None) -> int | None:
+    """The training FLOPs a `vidcache pretrain` checkpoint records (`pretrain_flops`), else None."""
+    value = (top or {}).get("pretrain_flops")
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+        return None
+    return int(value)
+
+
 def inspect(ref: CheckpointRef) -> dict:
-    """Format and step of a checkpoint, reading a file's top level once."""
+    """Format, step and pretraining FLOPs of a checkpoint, reading a file's top level once."""
     if not ref.is_file:
-        return {"format": "", "step": [None, "", ""]}
+        return {"format": "", "step": [None, "", ""], "pretrain_flops": None}
     top = None if ref.path.endswith(".safetensors") else _peek(ref.path)
     fmt = ref.backbone if ref.backbone != "auto" else detect_format(ref.path, top)
-    return {"format": fmt, "step": list(step_of(ref, top))}
+    return {"format": fmt, "step": list(step_of(ref, top)), "pretrain_flops": pretrain_flops_of(top)}
 
 
 class IdentityCache:

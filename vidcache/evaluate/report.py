@@ -3,6 +3,10 @@
 Plots (PNG, one file each):
 - `<dataset>_vs_step.png`: one panel per probe, test top-1 against training step, one line per run
   (checkpoint folder); checkpoints without a step (registry baselines) are dashed horizontal lines.
+- `<dataset>_vs_pretrain_flops.png`: one panel per probe, test top-1 against the checkpoint's
+  pretraining FLOPs (`pretrain_flops`, log scale), one line per run; each run's initialisation (0
+  FLOPs) is a dotted line of its colour. Rows without pretraining FLOPs (hub and registry backbones)
+  are left out, named in a note under the panels.
 - `accuracy_vs_flops.png`: one panel per dataset, test top-1 against inference GFLOPs per clip
   (log scale), one marker per probe: "Where should I spend my FLOPS?".
 """
@@ -20,11 +24,11 @@ from vidcache.config import canonical_json, save_json
 
 # The columns of results.csv and the keys of every results.json row: the report's schema.
 ROW_FIELDS = ["checkpoint", "run", "step", "step_unit", "dataset", "probe", "status", "metric", "test_top1",
-              "val_top1", "test_top5", "test_mean_class_acc", "selected", "flops_per_clip", "store_hash",
-              "weights", "probe_hash", "cached", "extract_s", "probe_s", "error", "probe_type", "step_source",
-              "store", "time", "report"]
+              "val_top1", "test_top5", "test_mean_class_acc", "selected", "flops_per_clip", "pretrain_flops",
+              "store_hash", "weights", "probe_hash", "cached", "extract_s", "probe_s", "error", "probe_type",
+              "step_source", "store", "time", "report"]
 
-PLOT_VERSION = 1  # bump when the plots change, so cached plots are redrawn
+PLOT_VERSION = 2  # bump when the plots change, so cached plots are redrawn
 
 
 def collect_rows(results_dir: str | Path) -> list[dict]:
@@ -94,33 +98,15 @@ def make_plots(rows: list[dict], out_dir: str | Path) -> list[Path]:
     written = []
     for ds in sorted({r["dataset"] for r in ok}):
         sub = [r for r in ok if r["dataset"] == ds]
-        probes = sorted({r["probe"] for r in sub})
-        cols = min(3, len(probes))
-        nrows = -(-len(probes) // cols)
-        fig, axes = plt.subplots(nrows, cols, figsize=(4.6 * cols, 3.6 * nrows), squeeze=False)
-        for ax, probe in zip(axes.flat, probes):
-            pr = [r for r in sub if r["probe"] == probe]
-            units = {r.get("step_unit") or "step" for r in pr if r.get("step") is not None}
-            for run in sorted({r["run"] for r in pr}):
-                pts = sorted((r["step"], r["metric"]) for r in pr if r["run"] == run and r.get("step") is not None)
-                if pts:
-                    ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=run)
-            for r in pr:
-                if r.get("step") is None:
-                    line = ax.axhline(r["metric"], linestyle="--", linewidth=1, color="gray")
-                    line.set_label(f"{r['checkpoint']} (no step)")
-            ax.set_title(f"{ds} - {probe}")
-            ax.set_xlabel(" / ".join(sorted(units)) or "step")
-            ax.set_ylabel("test top-1 (%)")
-            ax.grid(alpha=0.3)
-            ax.legend(fontsize=7, loc="best")
-        for ax in list(axes.flat)[len(probes):]:
-            ax.axis("off")
-        fig.tight_layout()
-        path = out / f"{_safe(ds)}_vs_step.png"
-        fig.savefig(path, dpi=110)
-        plt.close(fig)
-        written.append(path)
+        units = {r.get("step_unit") or "step" for r in sub if r.get("step") is not None}
+        written.append(_curves(plt, sub, ds, "step", " / ".join(sorted(units)) or "step",
+                               out / f"{_safe(ds)}_vs_step.png"))
+        trained = [r for r in sub if r.get("pretrain_flops") is not None]
+        if trained:
+            left_out = sorted({r["checkpoint"] for r in sub if r.get("pretrain_flops") is None})
+            note = (f"left out, no pretraining FLOPs recorded: {', '.join(left_out)}" if left_out else "")
+            written.append(_curves(plt, trained, ds, "pretrain_flops", "pretraining FLOPs (log)",
+                                   out / f"{_safe(ds)}_vs_pretrain_flops.png", note=note))
 
     flop_rows = [r for r in ok if r.get("flops_per_clip")]
     if flop_rows:
@@ -145,6 +131,67 @@ def make_plots(rows: list[dict], out_dir: str | Path) -> list[Path]:
         plt.close(fig)
         written.append(path)
     return written
+
+
+def curve_data(rows: list[dict], x: str) -> dict[str, dict]:
+    """What a curves plot draws, per probe: `runs` {run: [(x, metric), ...] sorted}, `init` {run: metric
+    at x == 0} (with x = "pretrain_flops": the initialisation, off a log axis) and `flat` [(checkpoint,
+    metric)] for rows without x (registry baselines)."""
+    logx = x == "pretrain_flops"
+    out: dict[str, dict] = {}
+    for probe in sorted({r["probe"] for r in rows}):
+        pr = [r for r in rows if r["probe"] == probe]
+        runs, init = {}, {}
+        for run in sorted({r["run"] for r in pr}):
+            pts = sorted((r[x], r["metric"]) for r in pr if r["run"] == run and r.get(x) is not None
+                         and not (logx and r[x] <= 0))
+            if pts:
+                runs[run] = pts
+            init.update({run: r["metric"] for r in pr if logx and r["run"] == run and r.get(x) == 0})
+        out[probe] = {"runs": runs, "init": init,
+                      "flat": [(r["checkpoint"], r["metric"]) for r in pr if r.get(x) is None]}
+    return out
+
+
+def _curves(plt, rows: list[dict], ds: str, x: str, xlabel: str, path: Path, note: str = "") -> Path:
+    """One panel per probe, test top-1 against `x` ("step", or "pretrain_flops" on a log axis), one line
+    per run (`curve_data`): rows without x are grey dashed lines, a run's initialisation (0 FLOPs) a
+    dotted line of the run's colour."""
+    data = curve_data(rows, x)
+    cols = min(3, len(data))
+    nrows = -(-len(data) // cols)
+    fig, axes = plt.subplots(nrows, cols, figsize=(4.6 * cols, 3.6 * nrows + (0.4 if note else 0)), squeeze=False)
+    logx = x == "pretrain_flops"
+    for ax, (probe, d) in zip(axes.flat, data.items()):
+        for run in sorted(set(d["runs"]) | set(d["init"])):
+            color = None
+            if run in d["runs"]:
+                pts = d["runs"][run]
+                (line,) = ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=run)
+                color = line.get_color()
+            if run in d["init"]:
+                ax.axhline(d["init"][run], linestyle=":", linewidth=1.2, color=color or "gray",
+                           label=f"{run} at 0 FLOPs (initialisation)")
+        for label, metric in d["flat"]:
+            ax.axhline(metric, linestyle="--", linewidth=1, color="gray", label=f"{label} (no step)")
+        if logx:
+            ax.set_xscale("log")
+            ax.xaxis.set_minor_formatter(plt.NullFormatter())  # powers of ten only: minor labels overlap
+        ax.set_title(f"{ds} - {probe}")
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel("test top-1 (%)")
+        ax.grid(alpha=0.3, which="both" if logx else "major")
+        ax.legend(fontsize=7, loc="best")
+    for ax in list(axes.flat)[len(data):]:
+        ax.axis("off")
+    if note:
+        fig.text(0.01, 0.01, note, fontsize=7, ha="left", va="bottom", wrap=True)
+        fig.tight_layout(rect=(0, 0.08 if nrows == 1 else 0.04, 1, 1))
+    else:
+        fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
 
 
 def _safe(name: str) -> str:

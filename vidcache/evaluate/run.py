@@ -45,6 +45,7 @@ class _Unit:
 
     ref: CheckpointRef
     step: tuple
+    pretrain_flops: int | None = None
     backbone: Any = None
     job: Any = None
     store_hash: str = ""
@@ -143,8 +144,8 @@ def _metric(res: dict) -> float | None:
 def _base_row(unit: _Unit, ds: DatasetSpec, probe: ProbeSpec, phash: str) -> dict:
     step, unit_name, source = unit.step
     return {"checkpoint": unit.ref.label, "run": unit.ref.run, "step": step, "step_unit": unit_name,
-            "step_source": source, "dataset": ds.name, "probe": probe.name, "probe_type": probe.type,
-            "probe_hash": phash, "store_hash": unit.store_hash, "store": unit.store_url,
+            "step_source": source, "pretrain_flops": unit.pretrain_flops, "dataset": ds.name, "probe": probe.name,
+            "probe_type": probe.type, "probe_hash": phash, "store_hash": unit.store_hash, "store": unit.store_url,
             "weights": unit.weights, "extract_s": round(unit.extract_s, 3), "time": time.strftime("%Y-%m-%dT%H:%M:%S")}
 
 
@@ -289,10 +290,11 @@ def _run_dataset(plan: Plan, ds: DatasetSpec, refs: list[CheckpointRef], results
                 unit.error = f"cannot read {ref.label}: {e}"
                 continue
             info = cache.get(key)
-            if "format" not in info:
+            if "format" not in info or "pretrain_flops" not in info:  # new, or cached before FLOPs were read
                 info = inspect(ref)
                 cache.update(key, **info)
             unit.step = tuple(info["step"])
+            unit.pretrain_flops = info["pretrain_flops"]
             known = info.get("stores", {}).get(ekey)
             if known:
                 unit.store_hash, unit.weights = known["store_hash"], known["weights"]
