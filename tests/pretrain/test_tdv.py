@@ -335,6 +335,82 @@ def test_checkpoints_are_per_frame_backbones(code_store, tmp_path):
         create_backbone(f"vidcache:{path}#motor")
 
 
+def _cls_of_last_blocks(vit, x, blocks, condition=None):
+    """Re-typed: the class token after each of the last `blocks` blocks, each through the final norm."""
+    h = vit.patch_embed(x) + vit.interpolate_pos_encoding(x)
+    h = torch.cat([vit.cls_token.expand(h.shape[0], -1, -1), h], dim=1)
+    out = []
+    for i, blk in enumerate(vit.blocks):
+        h = blk(h, condition)
+        if i >= len(vit.blocks) - blocks:
+            out.append(vit.norm(h))
+    return out
+
+
+def test_tdv_backbones_declare_their_cls_token_and_named_cls_features_read_it(code_store, synth_corpus, tmp_path):
+    pretrain(tiny_cfg(code_store[0], tmp_path / "run", steps=1, checkpoint_every=1))
+    path = tmp_path / "run" / "ckpt_000001.pt"
+    ckpt = torch.load(path, weights_only=True)
+    from vidcache.models.vit import VisionTransformer
+
+    teacher = VisionTransformer(**ckpt["model_config"]).eval()
+    teacher.load_state_dict(ckpt["target_encoder"])
+    x = torch.randn(2, 3, 4, 32, 32)
+    frames = x.transpose(1, 2).reshape(8, 3, 32, 32)
+    with torch.no_grad():
+        bb = create_backbone(f"vidcache:{path}").eval()
+        assert bb.has_cls
+        tokens, cls = bb.forward_with_cls(x, 2)
+        torch.testing.assert_close(tokens, bb.forward_features(x))
+        ref = _cls_of_last_blocks(teacher, frames, 2)
+        expected = torch.stack([o[:, 0] for o in ref], dim=1).reshape(2, 4, 2, 96).mean(1)  # frames' mean
+        torch.testing.assert_close(cls, expected)
+
+        motion = create_backbone(f"vidcache:{path}#motion").eval()
+        assert motion.has_cls
+        m_tokens, m_cls = motion.forward_with_cls(x, 1)
+        torch.testing.assert_close(m_tokens, motion.forward_features(x))
+        model = build_tdv("vit_micro", img_size=32, patch_size=8, motion_depth=1, prototypes=32, head_hidden=32,
+                          head_bottleneck=16)
+        TDVObjective.load(SimpleNamespace(model=model), ckpt)
+        model.eval()
+        expected = model.motion(x.transpose(1, 2)[:, 1:] - x.transpose(1, 2)[:, :-1],
+                                model.encode(model.frame_encoder, x.transpose(1, 2)[:, :-1]))[:, :, 0].mean(1)
+        torch.testing.assert_close(m_cls[:, 0], expected)
+    # The class token as the backbone's own feature: nothing beside it to name.
+    assert not create_backbone(f"vidcache:{path}", feature="cls").has_cls
+    assert not create_backbone(f"vidcache:{path}", feature="cls_concat").has_cls
+    # A per-frame checkpoint whose ViT has no class token declares none.
+    plain = VisionTransformer(**{**ckpt["model_config"], "cls_token": False})
+    torch.save({**ckpt, "model_config": {**ckpt["model_config"], "cls_token": False},
+                "target_encoder": plain.state_dict()}, tmp_path / "plain.pt")
+    assert not create_backbone(f"vidcache:{tmp_path / 'plain.pt'}").has_cls
+
+    # From the CLI: `--features cls` stores the frames' mean class token; refused in one line without one.
+    from vidcache.cache import Store
+
+    manifest = synth_corpus[0]
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+
+    def cli(*args):
+        return subprocess.run([sys.executable, "-m", "vidcache", *map(str, args)], capture_output=True, text=True,
+                              env=env, timeout=300)
+
+    common = ("--protocol", "1x1", "--workers", "0", "--device", "cpu")
+    r = cli("extract", "clips", manifest, "-o", tmp_path / "cls.zarr", "--backbone", f"vidcache:{path}",
+            "--features", "cls", *common)
+    assert r.returncode == 0, r.stderr[-2000:]
+    store = Store.open(tmp_path / "cls.zarr", kind="clips")
+    assert store.attrs["has_cls"] and store.attrs["features"] == ["mean", "cls"]
+    assert store.group["clips/features/cls"].shape[1:] == (1, 96)
+    for args in (("--backbone", f"vidcache:{path}", "--backbone-option", "feature=cls"),
+                 ("--backbone", f"vidcache:{tmp_path / 'plain.pt'}")):
+        r = cli("extract", "clips", manifest, "-o", tmp_path / "refused.zarr", *args, "--features", "cls", *common)
+        assert r.returncode == 2 and "need a CLS token but" in r.stderr and "Traceback" not in r.stderr, r.stderr
+        assert len(r.stderr.strip().splitlines()) == 1
+        assert not (tmp_path / "refused.zarr").exists()
+
+
 # ----------------------------------------------------------------------------- bad input
 
 def test_bad_stores_are_refused_before_work(code_store, tmp_path):

@@ -117,7 +117,8 @@ class ClipJob(Job):
         if self.cls_blocks and not getattr(backbone, "has_cls", False):
             raise ConfigError([f"features {', '.join(self.features)} need a CLS token but "
                                f"{backbone.name or cfg.backbone} has none (VideoMAE, V-JEPA and the built-in "
-                               f"video ViTs have no CLS); store only 'mean' or use an image ViT"], "extract config")
+                               f"video ViTs have no CLS; TDV checkpoints give theirs with feature=mean, not "
+                               f"feature=cls or cls_concat); store only 'mean' or use an image ViT"], "extract config")
 
     # -- store description
     def store_config(self) -> ClipStoreConfig:

@@ -80,6 +80,11 @@ class FrameViTBackbone(FrameBackbone):
     - "cls_concat": the frames' class tokens concatenated into one `T * D` embedding (TDV's linear
       probe with `frame_aggregation="concat"`, ninaddaithankar/tdv `eval/probes/module.py`); the clip
       length is then fixed to `num_frames`.
+
+    With feature "mean" and a class token the backbone declares `has_cls`: extraction's named CLS
+    features (`--features cls`, `lastN`, ..., docs/store.md) read the class token of each frame
+    beside the patch tokens. With feature "cls" / "cls_concat" the class token already is the
+    backbone's feature, and a ViT without one has nothing to give: both declare no CLS.
     """
 
     pool_mode: str = "mean"
@@ -97,6 +102,7 @@ class FrameViTBackbone(FrameBackbone):
             raise VidcacheError(f"feature {feature!r} needs a ViT with a class token (a TDV checkpoint); "
                                 "this one has none, use feature=mean")
         self.vit, self.feature, self.prefix = vit, feature, prefix
+        self.has_cls = bool(prefix) and feature == "mean"
         dim, patch, tubelet = vit.embed_dim, vit.patch_size, 1
         if feature == "cls":
             patch = vit.img_size
@@ -109,6 +115,12 @@ class FrameViTBackbone(FrameBackbone):
     def encode_frames(self, frames: Tensor) -> Tensor:
         out = self.vit(frames)
         return out[:, :1] if self.feature != "mean" else out[:, self.prefix:]
+
+    def encode_frames_with_cls(self, frames: Tensor, blocks: int) -> tuple[Tensor, Tensor]:
+        if not self.has_cls:
+            return super().encode_frames_with_cls(frames, blocks)
+        outs = self.vit.forward_last_blocks(frames, blocks)
+        return outs[-1][:, self.prefix:], torch.stack([o[:, 0] for o in outs], dim=1)
 
     def forward_features(self, video: Tensor) -> Tensor:
         tokens = super().forward_features(video)
@@ -140,6 +152,8 @@ class MotionViTBackbone(Backbone):
 
     A clip of T frames gives T - 1 motion steps: tokens `(T - 1, h, w)` (patch tokens), or with
     feature "cls" the motion class token of each step `(T - 1, 1, 1)`; the embedding is their mean.
+    With feature "mean" it declares `has_cls`: the named CLS features are the projected motion class
+    tokens of the last blocks (each after the final norm), averaged over the steps.
     """
 
     def __init__(self, frame: VisionTransformer, motion: VisionTransformer, proj: nn.Linear, *, num_frames: int,
@@ -151,11 +165,13 @@ class MotionViTBackbone(Backbone):
         if num_frames < 2:
             raise VidcacheError("the motion encoder needs clips of at least 2 frames")
         self.frame, self.motion, self.proj, self.feature = frame, motion, proj, feature
+        self.has_cls = bool(motion.num_prefix_tokens) and feature == "mean"
         self.set_input_spec(embed_dim=proj.out_features, num_frames=num_frames, image_size=frame.img_size,
                             patch_size=frame.patch_size if feature == "mean" else frame.img_size, tubelet_size=1,
                             frame_stride=frame_stride, mean=mean, std=std)
 
-    def forward_features(self, video: Tensor) -> Tensor:
+    def _motion(self, video: Tensor, blocks: int) -> list[Tensor]:
+        """The projected motion tokens [B * (T - 1), 1 + N, D] of the last `blocks` blocks."""
         check_video(video)
         B, C, T, H, W = video.shape
         if T < 2:
@@ -164,9 +180,23 @@ class MotionViTBackbone(Backbone):
         prev = frames[:, :-1].reshape(B * (T - 1), C, H, W)
         diff = (frames[:, 1:] - frames[:, :-1]).reshape(B * (T - 1), C, H, W)
         cond = self.frame(prev)[:, self.frame.num_prefix_tokens:]
-        out = self.proj(self.motion(diff, condition=cond))
+        return [self.proj(o) for o in self.motion.forward_last_blocks(diff, blocks, condition=cond)]
+
+    def forward_features(self, video: Tensor) -> Tensor:
+        B, T = video.shape[0], video.shape[2]
+        out = self._motion(video, 1)[-1]
         out = out[:, :1] if self.feature == "cls" else out[:, self.motion.num_prefix_tokens:]
         return out.reshape(B, (T - 1) * out.shape[1], out.shape[2])
+
+    def forward_with_cls(self, video: Tensor, blocks: int) -> tuple[Tensor, Tensor]:
+        if not self.has_cls:
+            return super().forward_with_cls(video, blocks)
+        B, T = video.shape[0], video.shape[2]
+        outs = self._motion(video, blocks)
+        tokens = outs[-1][:, self.motion.num_prefix_tokens:]
+        cls = torch.stack([o[:, 0] for o in outs], dim=1)  # [B * (T - 1), blocks, D]
+        return (tokens.reshape(B, (T - 1) * tokens.shape[1], tokens.shape[2]),
+                cls.reshape(B, T - 1, *cls.shape[1:]).mean(1))
 
     def token_grid(self, T: int, H: int, W: int) -> tuple[int, int, int]:
         if self.feature == "cls":

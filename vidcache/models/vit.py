@@ -273,12 +273,20 @@ class VisionTransformer(nn.Module):
         masks are stacked along the batch, as in jepa). With `cls_token` the class token comes first
         ([B, 1 + N, D]); with `condition_dim`, `condition` [B, M, condition_dim] is required.
         """
+        return self.forward_last_blocks(x, 1, masks, condition)[0]
+
+    def forward_last_blocks(self, x: Tensor, n: int, masks: Tensor | Sequence[Tensor] | None = None,
+                            condition: Tensor | None = None) -> list[Tensor]:
+        """The outputs of the last `n` blocks, oldest first, each after the final norm (`forward`'s
+        result is the last of them), as DINOv2's `get_intermediate_layers(norm=True)`."""
         if (condition is None) != (self.condition_dim is None):
             raise ValueError("a condition is required by, and only accepted by, a ViT built with condition_dim")
         want = 5 if self.is_video else 4
         if x.dim() != want:
             raise ValueError(f"{'video' if self.is_video else 'image'} ViT expects a {want}-D input, "
                              f"got shape {tuple(x.shape)}")
+        if not 1 <= n <= len(self.blocks):
+            raise ValueError(f"n must be between 1 and the {len(self.blocks)} blocks, got {n}")
         pos = self.interpolate_pos_encoding(x)
         x = self.patch_embed(x) + pos.to(x.dtype)
         if masks is not None:
@@ -287,9 +295,12 @@ class VisionTransformer(nn.Module):
             x = torch.cat([self.cls_token.to(x.dtype).expand(x.shape[0], -1, -1), x], dim=1)
         if condition is not None and condition.shape[0] != x.shape[0]:
             condition = condition.repeat(x.shape[0] // condition.shape[0], 1, 1)  # one per stacked mask
-        for blk in self.blocks:
+        outs = []
+        for i, blk in enumerate(self.blocks):
             x = blk(x, condition)
-        return self.norm(x)
+            if i >= len(self.blocks) - n:
+                outs.append(self.norm(x))
+        return outs
 
 
 VIT_SIZES: dict[str, dict[str, Any]] = {
