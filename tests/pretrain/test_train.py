@@ -115,7 +115,8 @@ def test_killed_run_resumes_to_the_same_parameters(code_store, tmp_path, kill_af
     b = torch.load(tmp_path / "killed" / "ckpt_000006.pt", weights_only=True)
     _assert_same_state(a, b)
     assert _losses(tmp_path / "killed") == _losses(tmp_path / "full")
-    flops = [torch.load(tmp_path / "full" / f"ckpt_00000{s}.pt", weights_only=True)["pretrain_flops"] for s in (0, 3)]
+    flops = [torch.load(tmp_path / "full" / f"ckpt_00000{s}.pt", weights_only=True)["pretrain_flops"]
+             for s in (0, 3)]
     assert flops[0] == 0 < flops[1] < a["pretrain_flops"] == b["pretrain_flops"]
 
 
