@@ -36,12 +36,12 @@ def test_step_metadata_beats_the_file_name_and_formats_are_detected(tmp_path, sa
 
     from vidcache.evaluate.checkpoints import CheckpointRef, detect_format, inspect
 
-    path = save_tiny(tmp_path / "ckpt_000100.pt", seed=0, step=250)
+    path = save_tiny(tmp_path / "ckpt_000100.pt", seed=0, step=250, pretrain_flops=6 * 10**15)
     ref = CheckpointRef(label=str(path), backbone="auto", options={}, run="r", path=str(path))
-    assert inspect(ref) == {"format": "vidcache", "step": [250, "step", "metadata"]}
+    assert inspect(ref) == {"format": "vidcache", "step": [250, "step", "metadata"], "pretrain_flops": 6 * 10**15}
     bare = save_tiny(tmp_path / "epoch_7.pt", seed=0)  # no step entry: the name is read
-    assert inspect(CheckpointRef(label="", backbone="auto", options={}, run="r", path=str(bare)))["step"] == \
-        [7, "epoch", "file name"]
+    info = inspect(CheckpointRef(label="", backbone="auto", options={}, run="r", path=str(bare)))
+    assert info["step"] == [7, "epoch", "file name"] and info["pretrain_flops"] is None  # none recorded
     torch.save({"encoder": {}, "epoch": 3}, tmp_path / "jepa-latest.pth.tar")
     assert detect_format(str(tmp_path / "jepa-latest.pth.tar")) == "vjepa"
     scripted = torch.jit.script(torch.nn.Linear(2, 2))

@@ -157,6 +157,8 @@ def _curves(plt, rows: list[dict], ds: str, x: str, xlabel: str, path: Path, not
     """One panel per probe, test top-1 against `x` ("step", or "pretrain_flops" on a log axis), one line
     per run (`curve_data`): rows without x are grey dashed lines, a run's initialisation (0 FLOPs) a
     dotted line of the run's colour."""
+    from matplotlib.ticker import LogLocator
+
     data = curve_data(rows, x)
     cols = min(3, len(data))
     nrows = -(-len(data) // cols)
@@ -176,7 +178,8 @@ def _curves(plt, rows: list[dict], ds: str, x: str, xlabel: str, path: Path, not
             ax.axhline(metric, linestyle="--", linewidth=1, color="gray", label=f"{label} (no step)")
         if logx:
             ax.set_xscale("log")
-            ax.xaxis.set_minor_formatter(plt.NullFormatter())  # powers of ten only: minor labels overlap
+            # minor ticks at 2 and 5 times each power of ten: labelled within a decade, never crowded
+            ax.xaxis.set_minor_locator(LogLocator(base=10, subs=(2.0, 5.0)))
         ax.set_title(f"{ds} - {probe}")
         ax.set_xlabel(xlabel)
         ax.set_ylabel("test top-1 (%)")
