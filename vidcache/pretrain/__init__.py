@@ -14,7 +14,7 @@ __getattr__, __dir__, __all__ = exports(__name__, {
     "vidcache.pretrain.masks": ["MultiBlockMasks", "vjepa_mask_specs"],
     "vidcache.pretrain.objective": ["Objective"],
     "vidcache.pretrain.tdv": ["TDV", "TDVObjective", "build_tdv"],
-    "vidcache.pretrain.config": ["MaskSpec", "PretrainConfig"],
+    "vidcache.pretrain.config": ["MaskSpec", "PretrainConfig", "RunConfig"],
     "vidcache.pretrain.tdv_config": ["TDVConfig"],
     "vidcache.pretrain.train": ["Trainer", "latest_checkpoint", "list_checkpoints", "pretrain"],
     "vidcache.pretrain.vjepa": ["VJEPA", "Predictor", "VJEPAObjective", "build_vjepa", "ema_update"],

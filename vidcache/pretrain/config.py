@@ -1,7 +1,9 @@
 """Pretraining configs, torch-free (the CLI builds `vidcache pretrain vjepa` options from them).
 
-`PretrainConfig` is a V-JEPA run (`vidcache.pretrain.train.pretrain`); `MaskSpec` one kind of its
-masks (`vidcache.pretrain.masks`). The TDV objective's config is `vidcache.pretrain.tdv_config.TDVConfig`.
+`RunConfig` holds the fields every run has (code store, run directory, loader, device, checkpoints,
+resume); `PretrainConfig` extends it into a V-JEPA run (`vidcache.pretrain.train.pretrain`);
+`MaskSpec` is one kind of its masks (`vidcache.pretrain.masks`). The TDV objective's config,
+`vidcache.pretrain.tdv_config.TDVConfig`, extends `RunConfig` too.
 """
 
 from __future__ import annotations
@@ -46,13 +48,51 @@ class MaskSpec:
 
 
 @dataclass
-class PretrainConfig:
-    """A V-JEPA pretraining run. Fields marked hashed=False may change when a run is resumed."""
+class RunConfig:
+    """The fields of every pretraining run, whatever its objective: the code store it reads, the run
+    directory, how the data is loaded, where and how it runs, and when it writes. Fields marked
+    hashed=False may change when a run is resumed. The objectives' configs (`PretrainConfig`,
+    `TDVConfig`) extend it; `validate` checks these fields, theirs the rest."""
 
     codes: str = field("", help="code store from `vidcache extract codes`", hashed=False)
     out: str = field("", help="run directory (checkpoints, metrics, config)", hashed=False)
-    model: str = field("vit_small", help=f"encoder size: {', '.join(VIT_SIZE_NAMES)}")
     split: str | None = field("train", help="store split to train on (None = every done video)")
+    loader: str = field("codes", help="codes (decode codes on the device) or mp4 (decode the videos)")
+    dtype: str = field("auto", help="autocast: auto (bf16 on GPU, fp32 on CPU), fp32 or bf16", hashed=False)
+    device: str = field("auto", help="auto, cpu, cuda or cuda:N", hashed=False)
+    workers: int = field(2, help="DataLoader worker processes per rank", hashed=False)
+    checkpoint_every: int = field(500, help="steps between checkpoints", hashed=False)
+    log_every: int = field(10, help="steps between metrics records", hashed=False)
+    stop_at: int | None = field(None, help="end this call at this step (a checkpoint is written); rerun to resume",
+                                hashed=False)
+    resume: bool = field(True, help="continue from the latest checkpoint in `out`", hashed=False)
+
+    def validate(self) -> list[str]:
+        p = []
+        if not self.codes:
+            p.append("codes is required (a code store from `vidcache extract codes`)")
+        if not self.out:
+            p.append("out is required (the run directory)")
+        for name in ("checkpoint_every", "log_every"):
+            if getattr(self, name) < 1:
+                p.append(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.loader not in LOADERS:
+            p.append(f"loader must be one of {', '.join(LOADERS)}, got {self.loader!r}")
+        if self.dtype not in DTYPES:
+            p.append(f"dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
+        if self.workers < 0:
+            p.append(f"workers must be >= 0, got {self.workers}")
+        if self.stop_at is not None and self.stop_at < 1:
+            p.append(f"stop_at must be >= 1 (or unset), got {self.stop_at}")
+        return p
+
+
+@dataclass
+class PretrainConfig(RunConfig):
+    """A V-JEPA pretraining run (the run fields are `RunConfig`'s). Fields marked hashed=False may
+    change when a run is resumed."""
+
+    model: str = field("vit_small", help=f"encoder size: {', '.join(VIT_SIZE_NAMES)}")
     num_frames: int = field(16, help="frames per clip")
     frame_stride: int = field(4, help="stride between the clip's frames (in code frames)")
     patch_size: int = field(16, help="ViT patch side in pixels")
@@ -88,26 +128,13 @@ class PretrainConfig:
     betas: tuple[float, float] = field((0.9, 0.999), help="AdamW betas")
     clip_grad: float | None = field(10.0, help="gradient-norm clip (None = off)")
     seed: int = field(0, help="seed of the initialisation, data order, augmentations and masks")
-    loader: str = field("codes", help="codes (decode codes on the device) or mp4 (decode the videos)")
-    dtype: str = field("auto", help="autocast: auto (bf16 on GPU, fp32 on CPU), fp32 or bf16", hashed=False)
-    device: str = field("auto", help="auto, cpu, cuda or cuda:N", hashed=False)
-    workers: int = field(2, help="DataLoader worker processes per rank", hashed=False)
-    checkpoint_every: int = field(500, help="steps between checkpoints", hashed=False)
-    log_every: int = field(10, help="steps between metrics records", hashed=False)
-    stop_at: int | None = field(None, help="end this call at this step (a checkpoint is written); rerun to resume",
-                                hashed=False)
-    resume: bool = field(True, help="continue from the latest checkpoint in `out`", hashed=False)
 
     def validate(self) -> list[str]:
-        p = []
-        if not self.codes:
-            p.append("codes is required (a code store from `vidcache extract codes`)")
-        if not self.out:
-            p.append("out is required (the run directory)")
+        p = super().validate()
         if self.model not in VIT_SIZE_NAMES:
             p.append(f"model must be one of {', '.join(VIT_SIZE_NAMES)}, got {self.model!r}")
         for name in ("num_frames", "frame_stride", "patch_size", "tubelet_size", "pred_depth", "pred_dim", "steps",
-                     "batch_size", "checkpoint_every", "log_every"):
+                     "batch_size"):
             if getattr(self, name) < 1:
                 p.append(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.tubelet_size >= 1 and self.num_frames % self.tubelet_size:
@@ -143,14 +170,6 @@ class PretrainConfig:
             p.append(f"schedule_scale must be >= 1, got {self.schedule_scale}")
         if self.clip_grad is not None and self.clip_grad <= 0:
             p.append(f"clip_grad must be > 0 or None, got {self.clip_grad}")
-        if self.loader not in LOADERS:
-            p.append(f"loader must be one of {', '.join(LOADERS)}, got {self.loader!r}")
-        if self.dtype not in DTYPES:
-            p.append(f"dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
-        if self.workers < 0:
-            p.append(f"workers must be >= 0, got {self.workers}")
-        if self.stop_at is not None and self.stop_at < 1:
-            p.append(f"stop_at must be >= 1, got {self.stop_at}")
         return p
 
     def mask_specs(self) -> list[MaskSpec]:

@@ -11,23 +11,22 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from vidcache.config import field
-from vidcache.pretrain.config import DTYPES, LOADERS, VIT_SIZE_NAMES
+from vidcache.pretrain.config import VIT_SIZE_NAMES, RunConfig
 
 
 @dataclass
-class TDVConfig:
-    """A TDV pretraining run. Fields marked hashed=False may change when a run is resumed."""
+class TDVConfig(RunConfig):
+    """A TDV pretraining run (the run fields are `RunConfig`'s; checkpoints every 100 steps). Fields
+    marked hashed=False may change when a run is resumed."""
 
     objective: ClassVar[str] = "tdv"
 
-    codes: str = field("", help="code store from `vidcache extract codes`", hashed=False)
-    out: str = field("", help="run directory (checkpoints, metrics, config)", hashed=False)
+    checkpoint_every: int = field(100, help="steps between checkpoints", hashed=False)
     model: str = field("vit_micro", help=f"frame encoder size: {', '.join(VIT_SIZE_NAMES)} (recipe: vit_base)")
     patch_size: int = field(16, help="ViT patch side in pixels (recipe: 14); must divide the frame side")
     motion_model: str | None = field(None, help="motion encoder size (default: the frame encoder's)")
     motion_depth: int | None = field(None, help="motion encoder blocks (default: the size's depth; recipe: 12)")
     motion_lr_scale: float = field(3e-2, help="motion encoder lr multiplier (--difference_encoder_lr_multiplier)")
-    split: str | None = field("train", help="store split to train on (None = every done video)")
     num_frames: int = field(4, help="context length in frames (recipe: 16)")
     frame_spacing: float = field(0.25, help="seconds between the context's frames, with the store's fps")
     frame_stride: int | None = field(None, help="stride in code frames (overrides frame_spacing)")
@@ -61,15 +60,6 @@ class TDVConfig:
     betas: tuple[float, float] = field((0.9, 0.999), help="AdamW betas")
     clip_grad: float | None = field(1.0, help="gradient-norm clip (None = off)")
     seed: int = field(0, help="seed of the initialisation and the data order")
-    loader: str = field("codes", help="codes (decode codes on the device) or mp4 (decode the videos)")
-    dtype: str = field("auto", help="autocast: auto (bf16 on GPU, fp32 on CPU), fp32 or bf16", hashed=False)
-    device: str = field("auto", help="auto, cpu, cuda or cuda:N", hashed=False)
-    workers: int = field(2, help="DataLoader worker processes per rank", hashed=False)
-    checkpoint_every: int = field(100, help="steps between checkpoints", hashed=False)
-    log_every: int = field(10, help="steps between metrics records", hashed=False)
-    stop_at: int | None = field(None, help="end this call at this step (a checkpoint is written); rerun to resume",
-                                hashed=False)
-    resume: bool = field(True, help="continue from the latest checkpoint in `out`", hashed=False)
 
     # The loader's augmentations: none in the recipe (frames are only resized; DINO augmentations off).
     crop_scale: ClassVar[tuple[float, float]] = (1.0, 1.0)
@@ -85,20 +75,16 @@ class TDVConfig:
         return cls(**{**values, **overrides})
 
     def validate(self) -> list[str]:
-        p = []
-        if not self.codes:
-            p.append("codes is required (a code store from `vidcache extract codes`)")
-        if not self.out:
-            p.append("out is required (the run directory)")
+        p = super().validate()
         for name in ("model", "motion_model"):
             v = getattr(self, name)
             if v is not None and v not in VIT_SIZE_NAMES:
                 p.append(f"{name} must be one of {', '.join(VIT_SIZE_NAMES)}, got {v!r}")
-        for name in ("patch_size", "steps", "batch_size", "checkpoint_every", "log_every", "prototypes",
-                     "head_hidden", "head_bottleneck", "head_layers", "rollout"):
+        for name in ("patch_size", "steps", "batch_size", "prototypes", "head_hidden", "head_bottleneck",
+                     "head_layers", "rollout"):
             if getattr(self, name) < 1:
                 p.append(f"{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("motion_depth", "frame_stride", "schedule_steps", "crop_size", "stop_at"):
+        for name in ("motion_depth", "frame_stride", "schedule_steps", "crop_size"):
             v = getattr(self, name)
             if v is not None and v < 1:
                 p.append(f"{name} must be >= 1 (or unset), got {v}")
@@ -128,10 +114,4 @@ class TDVConfig:
             p.append(f"betas must be two values in [0, 1), got {self.betas}")
         if self.clip_grad is not None and self.clip_grad <= 0:
             p.append(f"clip_grad must be > 0 or None, got {self.clip_grad}")
-        if self.loader not in LOADERS:
-            p.append(f"loader must be one of {', '.join(LOADERS)}, got {self.loader!r}")
-        if self.dtype not in DTYPES:
-            p.append(f"dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
-        if self.workers < 0:
-            p.append(f"workers must be >= 0, got {self.workers}")
         return p

@@ -54,7 +54,7 @@ from vidcache.errors import ConfigError, VidcacheError
 from vidcache.models.backbone import IMAGENET_MEAN, IMAGENET_STD
 from vidcache.models.checkpoint import load_checkpoint, make_checkpoint, save_checkpoint_atomic
 from vidcache.models.flops import flop_counter
-from vidcache.pretrain.config import DTYPES, LOADERS, PretrainConfig  # noqa: F401  (re-exported)
+from vidcache.pretrain.config import DTYPES, LOADERS, PretrainConfig, RunConfig  # noqa: F401  (re-exported)
 from vidcache.pretrain.loader import (
     ClipDecoder,
     ClipSampling,
@@ -103,7 +103,7 @@ def _set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def _check_compatible(cfg: PretrainConfig, saved: dict, path: Path) -> None:
+def _check_compatible(cfg: RunConfig, saved: dict, path: Path) -> None:
     mine = hashed_dict(cfg)
     theirs = {k: saved.get(k, "<missing>") for k in mine}
     diffs = diff_fields(json.loads(json.dumps(mine)), json.loads(json.dumps(theirs)))
