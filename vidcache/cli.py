@@ -746,44 +746,35 @@ def _register_pretrain() -> None:
     from vidcache.pretrain.config import PretrainConfig
     from vidcache.pretrain.tdv_config import TDVConfig
 
-    def vjepa(cfg: dict, output: Path, storage_option: List[str]) -> None:
-        from vidcache.config import from_dict
-        from vidcache.pretrain.train import pretrain
+    def command(config_cls: type, title: str) -> Callable:
+        def run(cfg: dict, output: Path, storage_option: List[str]) -> None:
+            from vidcache.config import from_dict
+            from vidcache.pretrain.train import pretrain
 
-        config = from_dict(PretrainConfig, {**cfg, "out": str(output)}, "pretrain config")
-        _use_storage_options(storage_option, config.codes)
-        with progress_bar("V-JEPA pretraining", config.steps, unit="steps") as update:
-            summary = pretrain(config, progress=lambda step, total, m: update(
-                step, total, rate=f"loss {m.get('loss', float('nan')):.4f}"))
-        out.print(f"run {output}: " + ", ".join(f"{k}={v}" for k, v in summary.items()
-                                                  if isinstance(v, (int, float, str))))
+            config = from_dict(config_cls, {**cfg, "out": str(output)}, "pretrain config")
+            _use_storage_options(storage_option, config.codes)
+            with progress_bar(title, config.steps, unit="steps") as update:
+                summary = pretrain(config, progress=lambda step, total, m: update(
+                    step, total, rate=f"loss {m.get('loss', float('nan')):.4f}"))
+            out.print(f"run {output}: " + ", ".join(f"{k}={v}" for k, v in summary.items()
+                                                      if isinstance(v, (int, float, str))))
+        return run
 
-    config_command(pretrain_app, "vjepa", PretrainConfig, vjepa, skip=("out",), params=[
-        _param("output", Path, typer.Option(..., "-o", "--output", help="run folder (checkpoints, metrics)")),
-        _storage_option_param(),
-    ], help="V-JEPA pretraining of a video ViT from a code store (codes decoded on the device). Resumes from "
-            "the latest checkpoint; `torchrun --nproc-per-node N -m vidcache pretrain vjepa ...` for DDP. "
-            "Checkpoints are backbones: `--backbone vidcache:RUN/ckpt_000500.pt`. Library: `vidcache.pretrain.pretrain`.")
-
-    def tdv(cfg: dict, output: Path, storage_option: List[str]) -> None:
-        from vidcache.config import from_dict
-        from vidcache.pretrain.train import pretrain
-
-        config = from_dict(TDVConfig, {**cfg, "out": str(output)}, "pretrain config")
-        _use_storage_options(storage_option, config.codes)
-        with progress_bar("TDV pretraining", config.steps, unit="steps") as update:
-            summary = pretrain(config, progress=lambda step, total, m: update(
-                step, total, rate=f"loss {m.get('loss', float('nan')):.4f}"))
-        out.print(f"run {output}: " + ", ".join(f"{k}={v}" for k, v in summary.items()
-                                                  if isinstance(v, (int, float, str))))
-
-    config_command(pretrain_app, "tdv", TDVConfig, tdv, skip=("out",), params=[
-        _param("output", Path, typer.Option(..., "-o", "--output", help="run folder (checkpoints, metrics)")),
-        _storage_option_param(),
-    ], help="TDV pretraining (frame encoder + motion encoder, the next frame's representation as the target) "
-            "from a code store. Defaults fit a CPU; docs/pretrain.md lists the recipe's values. Resumes from the "
-            "latest checkpoint; torchrun for DDP. Checkpoints are per-frame backbones: `--backbone "
-            "vidcache:RUN/ckpt_000300.pt` (`#motion` for the motion encoder). Library: `vidcache.pretrain.pretrain`.")
+    for name, config_cls, title, text in (
+            ("vjepa", PretrainConfig, "V-JEPA pretraining",
+             "V-JEPA pretraining of a video ViT from a code store (codes decoded on the device). Resumes from "
+             "the latest checkpoint; `torchrun --nproc-per-node N -m vidcache pretrain vjepa ...` for DDP. "
+             "Checkpoints are backbones: `--backbone vidcache:RUN/ckpt_000500.pt`. Library: "
+             "`vidcache.pretrain.pretrain`."),
+            ("tdv", TDVConfig, "TDV pretraining",
+             "TDV pretraining (frame encoder + motion encoder, the next frame's representation as the target) "
+             "from a code store. Defaults fit a CPU; docs/pretrain.md lists the recipe's values. Resumes from the "
+             "latest checkpoint; torchrun for DDP. Checkpoints are per-frame backbones: `--backbone "
+             "vidcache:RUN/ckpt_000300.pt` (`#motion` for the motion encoder). Library: `vidcache.pretrain.pretrain`.")):
+        config_command(pretrain_app, name, config_cls, command(config_cls, title), skip=("out",), params=[
+            _param("output", Path, typer.Option(..., "-o", "--output", help="run folder (checkpoints, metrics)")),
+            _storage_option_param(),
+        ], help=text)
 
 
 _register_probes()

@@ -66,6 +66,7 @@ def test_resume_continues_exactly_and_checkpoints_are_backbones(code_store, tmp_
     a = torch.load(tmp_path / "full" / "ckpt_000004.pt", weights_only=True)
     b = torch.load(tmp_path / "part" / "ckpt_000004.pt", weights_only=True)
     _assert_same_state(a, b)
+    assert full["pretrain_flops"] == resumed["pretrain_flops"] == a["pretrain_flops"] == b["pretrain_flops"] > 0
     for sa, sb in zip(a["optimizer"]["state"].values(), b["optimizer"]["state"].values()):
         assert all(torch.equal(sa[k], sb[k]) for k in sa)
     assert not torch.equal(a["encoder"]["blocks.0.attn.qkv.weight"], a["target_encoder"]["blocks.0.attn.qkv.weight"])

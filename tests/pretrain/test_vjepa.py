@@ -190,3 +190,30 @@ def test_momentum_rises_linearly_over_the_scaled_schedule():
         got = VJEPAObjective.schedules(obj, step)["momentum"]
         assert got == pytest.approx(expected, abs=1e-12), step
         assert math.isclose(got, min(1.0, 0.996 + 0.004 * step / total), abs_tol=1e-12)
+
+
+# ----------------------------------------------------------------------------- training FLOPs
+
+def test_step_flops_from_the_fit_equal_counting_each_step():
+    """The quadratic fit of one-mask steps gives, for other lengths and batches, what the counter
+    measures on the whole step (two masks, the target's forward once)."""
+    from vidcache.models.flops import flop_counter
+
+    model = _model()
+    obj = SimpleNamespace(model=model)
+
+    def count(fn):
+        counter = flop_counter()
+        with counter:
+            fn()
+        return int(counter.get_total_flops())
+
+    video = _video()
+    for enc, pred in (_masks(), ([m[:, :7] for m in _masks()[0]], [m[:, :4] for m in _masks()[1]])):
+        expected = count(lambda: model(video, enc, pred).backward())
+        assert VJEPAObjective.step_flops(obj, count, video, {"masks_enc": enc, "masks_pred": pred}) == expected
+    model.zero_grad(set_to_none=True)
+    obj._flops_fit = None
+    one = VJEPAObjective.step_flops(obj, count, video[:1], {"masks_enc": [enc[0][:1]], "masks_pred": [pred[0][:1]]})
+    assert all(p.grad is None for p in model.parameters())  # the fit runs on a copy: no gradient left behind
+    assert one == count(lambda: model(video[:1], [enc[0][:1]], [pred[0][:1]]).backward())

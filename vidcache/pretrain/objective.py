@@ -9,7 +9,9 @@ with exact resume, metrics.jsonl and the loss plot. An objective owns its model 
 - `schedules(step)`: lr, weight decay and EMA momentum of a step (functions of the step alone);
 - `inputs(step)`: extra keyword arguments of the model's forward for a step (V-JEPA's masks);
 - `after_step(momentum)`: the EMA update once the optimiser has stepped;
-- `checkpoint()` / `load(ckpt)`: the model's part of a checkpoint, a `vidcache:` backbone.
+- `checkpoint()` / `load(ckpt)`: the model's part of a checkpoint, a `vidcache:` backbone;
+- `step_flops(count, video, inputs)` (optional): the training FLOPs of a step on this rank, for
+  objectives whose input shapes change every step (else the trainer counts one step of each shape).
 
 `frame_stride(cfg, source)` and `check_source(cfg, source, stride)` run before any model exists, so
 a store that cannot feed the objective is refused with one line.
@@ -18,7 +20,7 @@ a store that cannot feed the objective is refused with one line.
 from __future__ import annotations
 
 import abc
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from torch import nn
@@ -62,6 +64,13 @@ class Objective(abc.ABC):
     @abc.abstractmethod
     def checkpoint(self) -> dict[str, Any]:
         """{"model_config", "target_encoder", "encoder", ...}: the model's entries of a checkpoint."""
+
+    def step_flops(self, count: Callable[[Callable[[], Any]], int], video: torch.Tensor,
+                   inputs: dict[str, Any]) -> int | None:
+        """The FLOPs of one training step (forward and backward) on `video` with `inputs`, or None to
+        let the trainer run the first step of each input shape under the counter. `count(fn)` gives
+        the FLOPs of `fn()` with the counter and autocast of the step."""
+        return None
 
     @abc.abstractmethod
     def load(self, ckpt: dict) -> None:

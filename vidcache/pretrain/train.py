@@ -27,8 +27,11 @@ Training FLOPs (`pretrain_flops`): counted by the same counter as extraction's i
 over each step's forward and backward of the objective's model, measured, not estimated as 3x the
 forward: the EMA target's forward (no backward) counts once, the trained parts' backward as it ran.
 The optimiser, the EMA update and the decoding of the codes are not counted. A step's count depends
-only on its input shapes (V-JEPA's mask lengths), so a resumed run, which restores the total, gives
-the count of an uninterrupted one; under DDP the ranks' counts are summed at every checkpoint.
+only on its input shapes: the first step of each shape runs under the counter (TDV: one), or the
+objective computes it (V-JEPA, whose mask lengths change every step, fits its count once per process
+from counted one-clip steps of a model copy: `VJEPAObjective.step_flops`), so training is not slowed.
+A resumed run, which restores the total, gives the count of an uninterrupted one; under DDP the
+ranks' counts are summed at every checkpoint.
 
 DDP: under torchrun every rank builds the same model from the seed, reads the same code store and
 takes its interleaved share of each global batch; masks are drawn for the global batch and sliced
@@ -251,19 +254,22 @@ class Trainer:
         inputs = self.objective.inputs(self.step)
         self.ddp.train()
         self.optimizer.zero_grad(set_to_none=True)
-        # A step's FLOPs depend only on its input shapes: the first step of each shape runs under the
-        # counter (forward and backward measured), the others add the same count.
-        key = _shapes((video, inputs))
-        counter = flop_counter() if key not in self._step_flops else contextlib.nullcontext()
+        # A step's FLOPs depend only on its input shapes. The objective may give them (V-JEPA, whose
+        # mask lengths change every step); otherwise the first step of each shape runs under the
+        # counter (forward and backward measured) and the others add the same count.
+        flops = self.objective.step_flops(self.count_flops, video, inputs)
+        key = None if flops is not None else _shapes((video, inputs))
+        counter = flop_counter() if key is not None and key not in self._step_flops else contextlib.nullcontext()
         with counter:
-            with torch.autocast(self.device.type, dtype=self.autocast_dtype or torch.float32,
-                                enabled=self.autocast_dtype is not None):
+            with self.autocast():
                 out = self.ddp(video, **inputs)
             loss, metrics = out if isinstance(out, tuple) else (out, {})
             loss.backward()
-        if key not in self._step_flops:
-            self._step_flops[key] = int(counter.get_total_flops())
-        self.local_flops += self._step_flops[key]
+        if key is not None:
+            if key not in self._step_flops:
+                self._step_flops[key] = int(counter.get_total_flops())
+            flops = self._step_flops[key]
+        self.local_flops += int(flops)
         if cfg.clip_grad is not None:
             torch.nn.utils.clip_grad_norm_([p for p in self.model.parameters() if p.requires_grad], cfg.clip_grad)
         self.optimizer.step()
@@ -271,6 +277,17 @@ class Trainer:
         self.step += 1
         return {"loss": loss.detach(), "lr": lr, "wd": wd, "momentum": momentum,
                 "metrics": {k: v.detach() for k, v in metrics.items()}}
+
+    def autocast(self):
+        return torch.autocast(self.device.type, dtype=self.autocast_dtype or torch.float32,
+                              enabled=self.autocast_dtype is not None)
+
+    def count_flops(self, fn: Callable[[], Any]) -> int:
+        """FLOPs of `fn()` under the step's autocast, by the counter of every FLOPs figure."""
+        counter = flop_counter()
+        with counter, self.autocast():
+            fn()
+        return int(counter.get_total_flops())
 
     # -- checkpoints
     def sync_flops(self) -> int:
@@ -398,4 +415,5 @@ def _run(cfg: Any, device: torch.device, dist: DistInfo, progress) -> dict:
     return {"out": str(out), "step": trainer.step, "steps": cfg.steps, "resumed_from": resumed_from,
             "last_loss": losses[-1] if losses else None, "seconds": seconds,
             "steps_per_s": done / max(seconds, 1e-9), "world": world, "device": str(device),
-            "checkpoint": str(checkpoint_path(out, trainer.step)), "image_size": trainer.image_size}
+            "checkpoint": str(checkpoint_path(out, trainer.step)), "image_size": trainer.image_size,
+            "pretrain_flops": trainer.flops}

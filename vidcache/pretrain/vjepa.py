@@ -163,6 +163,56 @@ def param_groups(module: nn.Module) -> list[dict]:
     return [{"params": decay, "apply_wd": True}, {"params": no_decay, "apply_wd": False, "weight_decay": 0.0}]
 
 
+# ----------------------------------------------------------------------------- training FLOPs
+
+_FIT_POINTS = ((1, 1), (2, 1), (3, 1), (1, 2), (1, 3), (2, 2))  # (Ke, Kp): six points fix a quadratic
+
+
+def _terms(ke: int, kp: int) -> list[int]:
+    return [1, ke, kp, ke * ke, ke * kp, kp * kp]
+
+
+def _quadratic(coef: Sequence[Any], ke: int, kp: int) -> int:
+    value = sum(c * t for c, t in zip(coef, _terms(ke, kp)))
+    if value != int(value):
+        raise ValueError(f"the FLOPs fit is not integral at ({ke}, {kp}): {value}")
+    return int(value)
+
+
+def _fit_step_flops(model: VJEPA, clip: Tensor, count) -> tuple[int, list]:
+    """(FLOPs of the target forward, g's coefficients) for one clip, counted on a copy of `model`."""
+    from fractions import Fraction
+
+    twin = copy.deepcopy(model)
+    n = twin.encoder.num_patches
+
+    def idx(k: int) -> Tensor:
+        return (torch.arange(k, device=clip.device) % n)[None]
+
+    def step(ke: int, kp: int) -> None:
+        twin(clip, [idx(ke)], [idx(kp)]).backward()
+
+    target = count(lambda: twin.targets(clip))
+    rows = [[Fraction(t) for t in _terms(*pt)] for pt in _FIT_POINTS]
+    values = [Fraction(count(lambda pt=pt: step(*pt)) - target) for pt in _FIT_POINTS]
+    coef = _solve(rows, values)
+    return target, coef
+
+
+def _solve(a: list[list], b: list) -> list:
+    """Gauss-Jordan elimination on exact fractions: x with a x = b (a square and invertible)."""
+    n = len(b)
+    m = [row[:] + [v] for row, v in zip(a, b)]
+    for col in range(n):
+        pivot = next(r for r in range(col, n) if m[r][col] != 0)
+        m[col], m[pivot] = m[pivot], m[col]
+        m[col] = [v / m[col][col] for v in m[col]]
+        for r in range(n):
+            if r != col and m[r][col] != 0:
+                m[r] = [v - m[r][col] * w for v, w in zip(m[r], m[col])]
+    return [row[-1] for row in m]
+
+
 # ----------------------------------------------------------------------------- the trainer plug-in
 
 class VJEPAObjective(Objective):
@@ -206,6 +256,22 @@ class VJEPAObjective(Objective):
 
     def after_step(self, momentum: float) -> None:
         self.model.update_target(momentum)
+
+    def step_flops(self, count, video: Tensor, inputs: dict[str, Any]) -> int:
+        """B x (target forward + sum over the masks of g(context tokens, target tokens)).
+
+        Every counted op is linear in the batch, and for one clip and one mask the forward and
+        backward of the encoder and predictor cost a quadratic g(Ke, Kp) in the mask's lengths
+        (linear layers linear, attention quadratic in Ke and Ke + Kp). So the counter runs once per
+        process on a copy of the model: the target's forward and six one-clip, one-mask steps fix
+        g's six coefficients, exactly (rational arithmetic); a step then costs no counting.
+        """
+        if getattr(self, "_flops_fit", None) is None:
+            self._flops_fit = _fit_step_flops(self.model, video[:1], count)
+        target, coef = self._flops_fit
+        per_clip = target + sum(_quadratic(coef, int(e.shape[1]), int(p.shape[1]))
+                                for e, p in zip(inputs["masks_enc"], inputs["masks_pred"]))
+        return int(video.shape[0]) * per_clip
 
     def checkpoint(self) -> dict[str, Any]:
         m = self.model
