@@ -243,59 +243,70 @@ def _register_synth() -> None:
 _register_synth()
 
 
-@data_app.command("manifest")
-def data_manifest(root: Path = typer.Argument(..., help="dataset root (videos)"),
-                  output: Path = typer.Option(..., "-o", "--output", help="manifest CSV to write"),
-                  format: str = typer.Option("folders", help="folders, ucf101, hmdb51, kinetics, ssv2 or davis "
-                                                             "(a DAVIS-2017 tree: frames folders + masks)"),
-                  splits: List[Path] = typer.Option([], help="split files: folder (ucf101/hmdb51) or CSV "
-                                                             "(kinetics; repeat it for several CSVs)"),
-                  labels_json: Optional[Path] = typer.Option(None, help="ssv2: labels.json"),
-                  train_json: Optional[Path] = typer.Option(None, help="ssv2: train.json"),
-                  val_json: Optional[Path] = typer.Option(None, help="ssv2: validation.json"),
-                  test_json: Optional[Path] = typer.Option(None, help="ssv2: test json (optional)"),
-                  official_val_as: str = typer.Option("test", help="ssv2: report the official validation "
-                                                                   "set as test (papers' practice) or val"),
-                  split_name: Optional[str] = typer.Option(None, help="kinetics: one split for every row"),
-                  fold: int = typer.Option(1, help="official split fold (ucf101: 1-3, hmdb51: 1-3)"),
-                  val_fraction: float = typer.Option(0.1, help="fraction carved out as val where the "
-                                                               "dataset has no val split"),
-                  test_fraction: float = typer.Option(0.1, help="folders: fraction for test"),
-                  seed: int = typer.Option(0, help="seed of random splits")) -> None:
-    """Write a `path,label,split` manifest from a folder-per-class tree or official split files.
-    Library: `vidcache.data.importers`."""
-    from vidcache.data import importers
+def _or(names: list[str], word: str = "or") -> str:
+    return ", ".join(names[:-1]) + f" {word} {names[-1]}" if len(names) > 1 else "".join(names)
 
-    formats = ("folders", "ucf101", "hmdb51", "kinetics", "ssv2", "davis")
-    if format not in formats:
-        raise typer.BadParameter(f"unknown --format {format!r}; use {', '.join(formats[:-1])} or {formats[-1]}")
-    if splits and format not in ("ucf101", "hmdb51", "kinetics"):
-        raise typer.BadParameter(f"--splits is read by --format ucf101, hmdb51 or kinetics, not {format}")
-    _exists(root, "dataset root")
-    if format == "folders":
-        m = importers.manifest_from_folders(root, val_fraction=val_fraction, test_fraction=test_fraction, seed=seed)
-    elif format in ("ucf101", "hmdb51", "kinetics"):
-        if not splits:
-            raise typer.BadParameter(f"--format {format} needs --splits (the official split files)")
-        if format != "kinetics" and len(splits) > 1:
+
+def _register_manifest() -> None:
+    """`data manifest`: the formats, and which options each reads, come from the importers' registry
+    (`vidcache.data.config.IMPORTERS`); the command itself knows no format."""
+    from vidcache.data.config import IMPORTERS, readers
+
+    def by(option: str) -> str:
+        return f"read by --format {_or(readers(option))}"
+
+    formats = "; ".join(f"{name}: {imp.about}" for name, imp in IMPORTERS.items())
+
+    @data_app.command("manifest")
+    def data_manifest(ctx: typer.Context,
+                      root: Path = typer.Argument(..., help="dataset root (videos)"),
+                      output: Path = typer.Option(..., "-o", "--output", help="manifest CSV to write"),
+                      format: str = typer.Option("folders", help=f"importer ({formats})"),
+                      splits: List[Path] = typer.Option([], help=f"split files: a folder or CSVs, repeatable "
+                                                                 f"({by('splits')})"),
+                      labels_json: Optional[Path] = typer.Option(None, help=f"labels.json ({by('labels_json')})"),
+                      train_json: Optional[Path] = typer.Option(None, help=f"train.json ({by('train_json')})"),
+                      val_json: Optional[Path] = typer.Option(None, help=f"validation.json ({by('val_json')})"),
+                      test_json: Optional[Path] = typer.Option(None, help=f"test json, optional ({by('test_json')})"),
+                      official_val_as: str = typer.Option("test", help="report the official validation set as test "
+                                                                       f"(papers' practice) or val "
+                                                                       f"({by('official_val_as')})"),
+                      split_name: Optional[str] = typer.Option(None, help=f"one split for every row "
+                                                                          f"({by('split_name')})"),
+                      fold: int = typer.Option(1, help=f"official split fold, 1-3 ({by('fold')})"),
+                      val_fraction: float = typer.Option(0.1, help="fraction carved out as val where the dataset "
+                                                                   f"has no val split ({by('val_fraction')})"),
+                      test_fraction: float = typer.Option(0.1, help=f"fraction for test ({by('test_fraction')})"),
+                      seed: int = typer.Option(0, help=f"seed of random splits ({by('seed')})")) -> None:
+        """Write a `path,label,split` manifest from a folder-per-class tree or official split files.
+        Library: `vidcache.data.importers.import_manifest`."""
+        from vidcache.data.config import unknown_format
+
+        given = {k: v for k, v in ctx.params.items() if k not in ("root", "output", "format")}
+        imp = IMPORTERS.get(format)
+        if imp is None:
+            raise typer.BadParameter(unknown_format(format))
+        for option, value in given.items():
+            if option not in imp.options.values() and value not in (None, []) and not _is_default(ctx, option):
+                raise typer.BadParameter(f"--{option.replace('_', '-')} is {by(option)}, not {format}")
+        missing = [f"--{o.replace('_', '-')}" for o in imp.needs if given[o] in (None, [])]
+        if missing:
+            raise typer.BadParameter(f"--format {format} needs {_or(missing, 'and')}")
+        if imp.splits == "one" and len(splits) > 1:
             raise typer.BadParameter(f"--format {format} takes one --splits folder, got {len(splits)}")
-        if format == "ucf101":
-            m = importers.manifest_from_ucf101(root, splits[0], fold=fold, val_groups=val_fraction, seed=seed)
-        elif format == "hmdb51":
-            m = importers.manifest_from_hmdb51(root, splits[0], fold=fold, val_fraction=val_fraction, seed=seed)
-        else:
-            m = importers.manifest_from_kinetics(root, list(splits), split_name=split_name)
-    elif format == "davis":
-        from vidcache.data.davis import manifest_from_davis
+        _exists(root, "dataset root")
+        kwargs = {arg: given[option] for arg, option in imp.options.items()}
+        if "splits" in imp.options.values():
+            arg = next(a for a, o in imp.options.items() if o == "splits")
+            kwargs[arg] = splits[0] if imp.splits == "one" else list(splits)
+        from vidcache.data.importers import import_manifest
 
-        m = manifest_from_davis(root)
-    else:  # ssv2
-        if not (labels_json and train_json and val_json):
-            raise typer.BadParameter("--format ssv2 needs --labels-json, --train-json and --val-json")
-        m = importers.manifest_from_ssv2(root, labels_json, train_json, val_json, test_json,
-                                         official_val_as=official_val_as, val_fraction=val_fraction, seed=seed)
-    m.write(output)
-    out.print(f"wrote {output}: {len(m)} videos, {len(m.classes)} classes, splits {m.counts()}")
+        m = import_manifest(format, root, **kwargs)
+        m.write(output)
+        out.print(f"wrote {output}: {len(m)} videos, {len(m.classes)} classes, splits {m.counts()}")
+
+
+_register_manifest()
 
 
 # ----------------------------------------------------------------------------------------------- extract

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from vidcache.data.importers import (
+    IMPORTERS,
     MissingVideosWarning,
     import_manifest,
     kinetics_filename,
@@ -331,3 +332,78 @@ def test_import_manifest_dispatch(tmp_path):
     assert import_manifest("folders", tmp_path, seed=0).classes == ["a", "b"]
     with pytest.raises(DataError, match="unknown manifest format 'youtube'"):
         import_manifest("youtube", tmp_path)
+
+
+# ------------------------------------------------------------------------------------------ the CLI
+def _cli(capsys, *argv):
+    from vidcache.cli import main
+
+    with pytest.raises(SystemExit) as e:
+        main(list(map(str, argv)))
+    captured = capsys.readouterr()
+    return e.value.code, captured.out, captured.err
+
+
+def _needed_argv(imp, tmp_path) -> list:
+    argv = []
+    for option in imp.needs:
+        path = tmp_path / f"{option}.txt"
+        path.write_text("x")
+        argv += [f"--{option.replace('_', '-')}", path]
+    return argv
+
+
+@pytest.mark.parametrize("name", list(IMPORTERS))
+def test_every_registered_importer_is_reachable_from_the_cli(capsys, tmp_path, monkeypatch, name):
+    """`data manifest --format NAME` runs NAME's function with the keywords its registry entry maps."""
+    import inspect
+
+    from vidcache.data.config import Importer
+    from vidcache.data.manifest import Manifest
+
+    imp = IMPORTERS[name]
+    real = imp.load()
+    calls = []
+
+    def recorder(root, **kwargs):
+        inspect.signature(real).bind(root, **kwargs)  # the real importer takes exactly these arguments
+        calls.append((root, kwargs))
+        return Manifest([str(tmp_path / "a.mp4")], [0], ["train"], ["a"])
+
+    monkeypatch.setattr(Importer, "load", lambda self: recorder if self is imp else real)
+    (tmp_path / "root").mkdir()
+    code, out, err = _cli(capsys, "data", "manifest", tmp_path / "root", "-o", tmp_path / "m.csv", "--format", name,
+                          *_needed_argv(imp, tmp_path))
+    assert code == 0, err
+    assert "1 videos, 1 classes" in out and (tmp_path / "m.csv").is_file()
+    (root, kwargs), = calls
+    assert Path(root) == tmp_path / "root" and set(kwargs) == set(imp.options)
+    for arg, option in imp.options.items():
+        if option == "splits":
+            assert kwargs[arg] == (tmp_path / "splits.txt" if imp.splits == "one" else [tmp_path / "splits.txt"])
+
+
+def test_an_importer_added_to_the_registry_needs_no_cli_change(capsys, tmp_path, monkeypatch):
+    from vidcache.data.config import Importer
+
+    monkeypatch.setitem(IMPORTERS, "mine", Importer("vidcache.data.importers:manifest_from_folders", "mine",
+                                                    {"seed": "seed"}))
+    make_tree(tmp_path / "root", {"a": 2, "b": 2})
+    code, out, _ = _cli(capsys, "data", "manifest", tmp_path / "root", "-o", tmp_path / "m.csv", "--format", "mine",
+                        "--seed", "1")
+    assert code == 0 and "4 videos, 2 classes" in out
+    code, _, err = _cli(capsys, "data", "manifest", tmp_path / "root", "-o", tmp_path / "m.csv", "--format", "mine",
+                        "--fold", "2")
+    assert code == 2 and "--fold is read by --format ucf101 or hmdb51, not mine" in err
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--format", "youtube"], "unknown manifest format 'youtube'; known: folders, ucf101, hmdb51, kinetics, ssv2, davis"),
+    (["--format", "davis", "--seed", "3"], "--seed is read by --format folders, ucf101, hmdb51 or ssv2, not davis"),
+    (["--format", "ssv2"], "--format ssv2 needs --labels-json, --train-json and --val-json"),
+    (["--format", "kinetics"], "--format kinetics needs --splits"),
+])
+def test_bad_formats_and_options_exit_2_with_one_line(capsys, tmp_path, argv, message):
+    code, out, err = _cli(capsys, "data", "manifest", tmp_path / "missing", "-o", tmp_path / "m.csv", *argv)
+    assert code == 2 and len(err.strip().splitlines()) == 1 and message in err and "Traceback" not in err
+    assert not (tmp_path / "m.csv").exists()

@@ -1,8 +1,14 @@
-"""The synthetic corpus' config and class list, free of numpy and torch (the CLI builds
-`vidcache data synth` options from them; `vidcache.data.synth.synthesize` writes the corpus)."""
+"""The data room's torch- and numpy-free descriptions, read by the CLI when it builds its options:
+
+- the synthetic corpus' config and class list (`vidcache data synth`; `vidcache.data.synth.synthesize`
+  writes the corpus);
+- `IMPORTERS`, the registry of manifest importers (`vidcache data manifest --format NAME`;
+  `vidcache.data.importers.import_manifest` runs one). Adding an importer is one entry here.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 from vidcache.config import field
@@ -59,3 +65,57 @@ class SynthConfig:
         if not 0 <= self.noise <= 50:
             p.append(f"noise must be in 0..50, got {self.noise}")
         return p
+
+
+@dataclass(frozen=True)
+class Importer:
+    """A manifest importer as `vidcache data manifest --format NAME` runs it.
+
+    `function` ("module:name") is imported only when the importer runs, so listing the formats needs
+    neither numpy nor the importers. `options` maps the function's keyword arguments to the
+    `data manifest` options that fill them (`--val-fraction` fills UCF101's `val_groups`); `needs`
+    names the options that must be given; `splits` says how `--splits` is read: "one" folder or
+    "many" files (repeat the option).
+    """
+
+    function: str
+    about: str  # one phrase for `--format`'s help
+    options: dict = dataclasses.field(default_factory=dict)
+    needs: tuple = ()
+    splits: str = ""
+
+    def load(self):
+        """The importer function itself: `function(root, **kwargs) -> Manifest`."""
+        import importlib
+
+        module, name = self.function.split(":")
+        return getattr(importlib.import_module(module), name)
+
+
+_SPLITS = {"val_fraction": "val_fraction", "seed": "seed"}
+IMPORTERS: dict[str, Importer] = {
+    "folders": Importer("vidcache.data.importers:manifest_from_folders",
+                        "a folder per class, or train/val/test folders of class folders",
+                        {**_SPLITS, "test_fraction": "test_fraction"}),
+    "ucf101": Importer("vidcache.data.importers:manifest_from_ucf101", "UCF101 with its official split folder",
+                       {"split_dir": "splits", "fold": "fold", "val_groups": "val_fraction", "seed": "seed"},
+                       needs=("splits",), splits="one"),
+    "hmdb51": Importer("vidcache.data.importers:manifest_from_hmdb51", "HMDB51 with its official split folder",
+                       {"split_dir": "splits", "fold": "fold", **_SPLITS}, needs=("splits",), splits="one"),
+    "kinetics": Importer("vidcache.data.importers:manifest_from_kinetics", "Kinetics with its annotation CSVs",
+                         {"csv_path": "splits", "split_name": "split_name"}, needs=("splits",), splits="many"),
+    "ssv2": Importer("vidcache.data.importers:manifest_from_ssv2", "Something-Something v2 with its JSON files",
+                     {"labels_json": "labels_json", "train_json": "train_json", "val_json": "val_json",
+                      "test_json": "test_json", "official_val_as": "official_val_as", **_SPLITS},
+                     needs=("labels_json", "train_json", "val_json")),
+    "davis": Importer("vidcache.data.davis:manifest_from_davis", "a DAVIS-2017 tree: frame folders + masks"),
+}
+
+
+def readers(option: str) -> list[str]:
+    """The formats whose importer reads `data manifest` option `option`."""
+    return [name for name, imp in IMPORTERS.items() if option in imp.options.values()]
+
+
+def unknown_format(name: str) -> str:
+    return f"unknown manifest format {name!r}; known: {', '.join(IMPORTERS)}"

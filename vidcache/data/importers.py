@@ -22,11 +22,11 @@ import re
 import warnings
 import zlib
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Sequence
 
 import numpy as np
 
-from vidcache.data.davis import manifest_from_davis
+from vidcache.data.config import IMPORTERS, unknown_format  # noqa: F401  (IMPORTERS re-exported)
 from vidcache.data.manifest import SPLITS, Manifest
 from vidcache.errors import DataError
 
@@ -477,21 +477,11 @@ def manifest_from_ssv2(root: str | Path, labels_json: str | Path, train_json: st
 
 
 # ----------------------------------------------------------------------------------------------
-# registry for the CLI
-
-
-IMPORTERS: dict[str, Callable[..., Manifest]] = {
-    "folders": manifest_from_folders,
-    "ucf101": manifest_from_ucf101,
-    "hmdb51": manifest_from_hmdb51,
-    "kinetics": manifest_from_kinetics,
-    "ssv2": manifest_from_ssv2,
-    "davis": manifest_from_davis,
-}
+# the registry (vidcache/data/config.py: torch- and numpy-free, so the CLI lists it at once)
 
 
 def import_manifest(format: str, root: str | Path, **kwargs) -> Manifest:
     """Run the importer of `format` (one of `IMPORTERS`) with its own keyword arguments."""
     if format not in IMPORTERS:
-        raise DataError(f"unknown manifest format {format!r}; known: {', '.join(IMPORTERS)}")
-    return IMPORTERS[format](root, **kwargs)
+        raise DataError(unknown_format(format))
+    return IMPORTERS[format].load()(root, **kwargs)
