@@ -338,3 +338,10 @@ def test_codebook_of_a_store_without_codes_is_a_clear_error(tmp_path):
     Store.create(tmp_path / "s.zarr", "clips", make_manifest(3), {}, ARRAYS, videos_per_block=4)
     with pytest.raises(StoreError, match=r"'clips' store without codes/codebook.*vidcache extract codes"):
         Store.open(tmp_path / "s.zarr").codebook()
+
+
+def test_exists_sees_a_group_and_opens_nothing(tmp_path):
+    assert not Store.exists(tmp_path / "s.zarr")
+    Store.create(tmp_path / "s.zarr", "clips", make_manifest(3), {}, ARRAYS, videos_per_block=4)
+    assert Store.exists(tmp_path / "s.zarr") and Store.exists(f"file://{tmp_path / 's.zarr'}")
+    assert not Store.exists(tmp_path)

@@ -235,6 +235,11 @@ class Store:
         self.num_videos: int = int(group["videos/status"].shape[0])
 
     # ------------------------------------------------------------------ creation and opening
+    @staticmethod
+    def exists(url: str | Path, storage_options: dict | None = None) -> bool:
+        """Whether a zarr group is at `url` (a store, or a creation to complete); opens nothing."""
+        return _exists(str(url), storage_options)
+
     @classmethod
     def create(cls, url: str | Path, kind: str, manifest, config: Any, arrays: dict[str, ArraySpec],
                *, videos_per_block: int | None = None, attrs: dict | None = None,

@@ -95,7 +95,7 @@ def _drop_error_rows(results_dir: Path, checkpoint: str, dataset: str) -> None:
 def _store_complete(url: Path) -> bool:
     from vidcache.cache import Store
 
-    if not (url / "zarr.json").is_file():
+    if not Store.exists(url):
         return False
     try:
         return Store.open(url).counts()["pending"] == 0
@@ -111,9 +111,10 @@ def _store_facts(url: Path) -> dict:
             return json.loads(side.read_text())
         except json.JSONDecodeError:
             pass
-    if not (url / "zarr.json").is_file():
-        return {}
     from vidcache.cache import Store
+
+    if not Store.exists(url):
+        return {}
 
     store = Store.open(url)
     facts = {"config_hash": store.config_hash, "flops_per_clip": store.attrs.get("flops_per_clip"),
