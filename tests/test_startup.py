@@ -83,3 +83,12 @@ def test_generated_extract_options_follow_their_configs():
         params = {p.name for p in group.commands[name].params}
         fields = {f.name for f in dataclasses.fields(cls)} - {"backbone", "backbone_options"}
         assert params == fields | own, (name, params ^ (fields | own))
+
+
+def test_a_group_without_a_command_prints_its_help():
+    for argv, commands in (([], ("data", "extract", "probe", "eval")), (["probe"], ("linear", "knn", "attentive"))):
+        r = subprocess.run([sys.executable, "-m", "vidcache", *argv], capture_output=True, text=True, timeout=120)
+        assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+        assert " ".join(["Usage: vidcache", *argv]) in r.stdout, r.stdout
+        listed = {line.split()[0] for line in r.stdout.split("Commands:")[1].splitlines() if line.strip()}
+        assert set(commands) <= listed, listed

@@ -28,12 +28,17 @@ class _Console:
     def __init__(self, **options):
         self._options, self._console = options, None
 
-    def __getattr__(self, name):
+    @property
+    def real(self):
+        """The Console itself, for rich objects that take one (Progress, RichHandler)."""
         if self._console is None:
             from rich.console import Console
 
             self._console = Console(**self._options)
-        return getattr(self._console, name)
+        return self._console
+
+    def __getattr__(self, name):
+        return getattr(self.real, name)
 
 
 console = _Console(stderr=True, soft_wrap=True)
@@ -95,7 +100,7 @@ def progress_bar(description: str, total: int | None = None, unit: str = "videos
 
     columns = [TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn()]
-    with Progress(*columns, console=console, transient=False, disable=not console.is_terminal
+    with Progress(*columns, console=console.real, transient=False, disable=not console.is_terminal
                   and not _force_progress()) as bar:
         task = bar.add_task(description, total=total, rate="")
 
@@ -595,17 +600,17 @@ def _probe_runner(name: str) -> Callable:
         from vidcache.probe.report import grid_table, report_label, results_table
         from vidcache.probe.run import make_config, run_probe
 
-        logging.getLogger("vidcache").addHandler(RichHandler(console=console, show_time=False, show_path=False))
+        logging.getLogger("vidcache").addHandler(RichHandler(console=console.real, show_time=False, show_path=False))
         _use_storage_options(storage_option, store)
         if preset:
             from vidcache.probe.run import run_preset
 
-            with Progress(*progress_columns(), console=console,
+            with Progress(*progress_columns(), console=console.real,
                           disable=not (console.is_terminal or _force_progress())) as bar:
                 res = run_preset(preset, name, store, output, cfg, progress=bar)
         else:
             config = make_config(name, **cfg)
-            with Progress(*progress_columns(), console=console,
+            with Progress(*progress_columns(), console=console.real,
                           disable=not (console.is_terminal or _force_progress())) as bar:
                 res = run_probe(name, store, output, config, progress=bar)
         out.print(results_table(res, title=f"{name} probe on {store}"))
@@ -896,7 +901,7 @@ def demo(out_dir: Path = typer.Option(Path("vidcache-demo"), "-o", "--output", h
     compress to patch codes, aggregate with SCALE. Library: `vidcache.demo.run_demo`."""
     from vidcache.demo import run_demo
 
-    run_demo(out_dir, videos=videos, workers=workers, seed=seed, console=out, progress=progress_bar, full=full,
+    run_demo(out_dir, videos=videos, workers=workers, seed=seed, console=out.real, progress=progress_bar, full=full,
              pretrain_steps=pretrain_steps)
 
 
@@ -1048,7 +1053,10 @@ def main(argv: list[str] | None = None) -> None:
         console.print(INTERRUPTED, markup=False, highlight=False)
         sys.exit(130)
     except typer.TyperException as e:  # click's usage errors, raised as such outside standalone mode
-        if type(e).__name__ == "NoArgsIsHelpError":  # the help is already printed
+        if type(e).__name__ == "NoArgsIsHelpError":  # a group without a command: its help
+            text = e.format_message()  # (empty when typer's rich layout has printed it already)
+            if text.strip():
+                print(text)
             sys.exit(getattr(e, "exit_code", EXIT_USAGE))
         ctx = getattr(e, "ctx", None)
         hint = f" (see `{ctx.command_path} --help`)" if ctx is not None else ""
