@@ -1,6 +1,7 @@
 """run_plan: one decode for many checkpoints, resume without repeats, error rows, content identity."""
 
 import argparse
+import json
 import shutil
 import time
 from pathlib import Path
@@ -107,3 +108,21 @@ def test_same_file_name_different_weights_never_share(tmp_path, synth_corpus, co
     rows = run_plan(make_plan(manifest, [{"path": str(tmp_path / "c" / "ckpt_000100.pt")}], probes=probes[:1]),
                     tmp_path / "res")
     assert len(count_probes) == 3
+
+
+def test_a_probe_rerun_with_other_settings_supersedes_its_row(tmp_path, synth_corpus, count_probes, save_tiny,
+                                                                make_plan, probes):
+    from vidcache.evaluate.report import collect_rows
+
+    manifest, _ = synth_corpus
+    ckpt = save_tiny(tmp_path / "ckpt_000100.pt", seed=1, step=100)
+    first = run_plan(make_plan(manifest, [{"path": str(ckpt)}], probes=probes[1:]), tmp_path / "res")
+    other = [{**probes[1], "epochs": 3}]
+    second = run_plan(make_plan(manifest, [{"path": str(ckpt)}], probes=other), tmp_path / "res")
+    assert len(count_probes) == 2 and first[0]["probe_hash"] != second[0]["probe_hash"]
+    table = json.loads((tmp_path / "res" / "results.json").read_text())["rows"]
+    assert [r["probe_hash"] for r in table] == [second[0]["probe_hash"]]  # one row: the newest settings
+    # Going back to the first settings is a cached rerun, and its row is the current one again.
+    back = run_plan(make_plan(manifest, [{"path": str(ckpt)}], probes=probes[1:]), tmp_path / "res")
+    assert len(count_probes) == 2 and back[0]["cached"]
+    assert [r["probe_hash"] for r in collect_rows(tmp_path / "res")] == [first[0]["probe_hash"]]

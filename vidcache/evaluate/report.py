@@ -32,13 +32,24 @@ PLOT_VERSION = 2  # bump when the plots change, so cached plots are redrawn
 
 
 def collect_rows(results_dir: str | Path) -> list[dict]:
-    """Every row file under results_dir/rows, sorted by dataset, probe, run, step, checkpoint."""
-    rows = []
+    """The current row files under results_dir/rows, sorted by dataset, probe, run, step, checkpoint.
+
+    A probe run again under the same name with other settings (another `probe_hash`) supersedes its
+    earlier row for the same checkpoint weights and dataset: the newest row file wins (run_plan rewrites
+    a row file each time it reports it, cached or not). The older file stays, so switching back to the
+    earlier settings is a cached rerun. Rows of earlier weights of a file are history and are kept.
+    """
+    latest: dict[tuple, tuple[int, dict]] = {}
     for f in sorted((Path(results_dir) / "rows").glob("*.json")):
         try:
-            rows.append(json.loads(f.read_text()))
+            row = json.loads(f.read_text())
+            written = f.stat().st_mtime_ns
         except (OSError, json.JSONDecodeError):  # a temp file of a killed writer: not a row yet
             continue
+        key = (row.get("checkpoint"), row.get("weights"), row.get("dataset"), row.get("probe"))
+        if key not in latest or written > latest[key][0]:
+            latest[key] = (written, row)
+    rows = [row for _, row in latest.values()]
     rows.sort(key=lambda r: (r.get("dataset", ""), r.get("probe", ""), r.get("run", ""),
                              r.get("step") is None, r.get("step") or 0, r.get("checkpoint", "")))
     return rows
