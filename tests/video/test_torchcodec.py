@@ -72,6 +72,15 @@ def test_auto_prefers_torchcodec_and_says_once_why_when_it_cannot(caplog, monkey
     assert len(problems) == 1 and "decoder torchcodec cannot be loaded (OSError: libnvrtc" in problems[0]
 
 
+def test_auto_is_silent_when_torchcodec_is_not_installed(monkeypatch):
+    """A base install has no torchcodec (an extra): "auto" then picks the best installed decoder quietly."""
+    monkeypatch.setattr(decode, "_TORCHCODEC_PROBLEM", ["ModuleNotFoundError: No module named 'torchcodec'"])
+    monkeypatch.setattr(decode, "torchcodec_installed", lambda: False)
+    assert decode.auto_backend_note() is None
+    with open_video(real_clips()[1]) as v:
+        assert v.backend in ("decord", "pyav")
+
+
 def test_decode_device_cuda_needs_torchcodec_in_the_main_process():
     assert decode_problems(2, 10.0, "pyav", "cuda") == [
         "decode_device cuda needs --decoder torchcodec (got 'pyav')",

@@ -141,13 +141,25 @@ def say_auto_fallback_once() -> None:
 
 
 def auto_backend_note() -> str | None:
-    """What "auto" falls back from and why (said once by the extraction), or None when it uses torchcodec."""
+    """What "auto" falls back from and why (said once by the extraction), or None when it uses torchcodec.
+
+    Also None when torchcodec is not installed at all: it is an extra (`vidcache[torchcodec]`), and
+    "auto" then simply means the best installed decoder. Only an installed torchcodec that cannot load
+    (FFmpeg's shared libraries missing, a build for another torch) is worth a warning.
+    """
     reason = torchcodec_problem()
-    if reason is None:
+    if reason is None or not torchcodec_installed():
         return None
     order = "decord, then PyAV" if decord_installed() else "PyAV (decord is not installed)"
     return (f"decoder auto: torchcodec is not usable ({reason}); decoding with {order} "
             f"(for torchcodec: FFmpeg's shared libraries, `apt-get install ffmpeg`)")
+
+
+def torchcodec_installed() -> bool:
+    """Whether a torchcodec distribution is on the path, found without importing it."""
+    import importlib.util
+
+    return importlib.util.find_spec("torchcodec") is not None
 
 
 def decord_installed() -> bool:
