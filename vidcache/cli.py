@@ -1044,6 +1044,9 @@ def main(argv: list[str] | None = None) -> None:
     """
     try:
         argv = list(sys.argv[1:] if argv is None else argv)
+        if argv == ["--version"]:  # needs no command tree
+            print(f"vidcache {vidcache.__version__}")
+            sys.exit(0)
         command, prog = _command_with_checks(argv)
         code = command.main(args=argv[1:] if prog != "vidcache" else argv, prog_name=prog, standalone_mode=False)
     except VidcacheError as e:
