@@ -1,8 +1,9 @@
 """Attentive-probe grid speed: V-JEPA 2's probe (`--preset vjepa2-k400`: 20 heads, 4 blocks) on tokens.
 
-Synthetic tokens of a `vjepa:Tx3` store (T segments x 3 views of 32 tokens per clip, regrouped as
-`sample=segments`: sequences of T * 32 tokens; T = 2 quick, 8 full as the preset), width 64, the
-preset's probe config (16 attention heads, 4 blocks, the 20-head grid) for one epoch. The same 20-head grid is trained three ways:
+Synthetic tokens of a `vjepa:Tx3` store (T segments x 3 views of L tokens per clip, regrouped as
+`sample=segments`: sequences of T * L tokens; quick T = 2, L = 32; full T = 8 as the preset, L = 16),
+width 64, the preset's probe config (16 attention heads, 4 blocks, the 20-head grid) for one epoch.
+The same 20-head grid is trained three ways:
 
 - batched: `train_grid` with `AttentiveHead.grid_forward` (one bmm per layer, one fused attention
   over G * B for all heads, the token batch shared), what `vidcache probe attentive` runs;
@@ -45,7 +46,7 @@ def main(argv=None):
     p = parser(__doc__.splitlines()[0])
     args = p.parse_args(argv)
     q = args.quick
-    size = dict(n_train=16 if q else 32, n_val=8, segments=2 if q else 8, tokens_per_clip=32,
+    size = dict(n_train=16 if q else 24, n_val=8, segments=2 if q else 8, tokens_per_clip=32 if q else 16,
                 dim=64, classes=5, epochs=1, batch_size=16 if q else 8)
     rep = Report("attentive", {"quick": q, **size, "preset": "vjepa2-k400"}, args.device)
     shape = (size["segments"], size["tokens_per_clip"], size["dim"], size["classes"])
