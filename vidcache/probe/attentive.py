@@ -289,11 +289,9 @@ class AttentiveHead(AttentiveClassifier):
 
 
 def temporal_pos_embed(positions: np.ndarray, dim: int) -> np.ndarray:
-    """float32 [..., dim]: jepa's 1-D sin-cos embedding (`get_1d_sincos_pos_embed`, src/models/utils/
-    pos_embs.py: sines then cosines of pos / 10000^(2i/dim)) at integer `positions`, computed in
-    float64 and cast as `ClipAggregation` casts its table (`.float()`)."""
-    import torch
-
+    """float64 [..., dim]: jepa's 1-D sin-cos embedding (`get_1d_sincos_pos_embed`, src/models/utils/
+    pos_embs.py: sines then cosines of pos / 10000^(2i/dim)) at integer `positions`; cast to the
+    tokens' float32 where it is added, as `ClipAggregation` casts its table (`.float()`)."""
     from vidcache.models.vit import _sincos_1d
 
     p = np.asarray(positions)
