@@ -316,3 +316,16 @@ def test_flow_file_and_no_ground_truth_option(tmp_path):
     m2 = synthesize(tmp_path / "b", SynthConfig(videos=2, classes=2, size=16, frames=4, ground_truth=False))
     assert m2.masks is None and not (tmp_path / "b" / "annotations").exists()
     assert (tmp_path / "b" / "manifest.csv").read_text().splitlines()[0] == "path,label,split"
+
+
+def test_interrupting_parallel_synthesis_drops_the_queued_videos(tmp_path):
+    """Ctrl-C (or a failed video) with workers stops at once: the queued videos are not made first."""
+    def interrupt(done, total):
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        synthesize(tmp_path / "c", SynthConfig(videos=400, classes=4, size=32, frames=16, seed=0),
+                   progress=interrupt, workers=2)
+    made = list((tmp_path / "c" / "videos").rglob("*.mp4"))
+    assert 1 <= len(made) < 40, len(made)  # the videos being written when it stopped, not all 400
+    assert not (tmp_path / "c" / "manifest.csv").exists()  # no manifest: the corpus is not complete

@@ -390,12 +390,19 @@ def synthesize(out_dir: str | Path, cfg: SynthConfig, progress: Callable[[int, i
         import functools
         import os
 
-        with ProcessPoolExecutor(workers, initializer=functools.partial(_worker_start, os.getpid())) as pool:
+        pool = ProcessPoolExecutor(workers, initializer=functools.partial(_worker_start, os.getpid()))
+        try:
             futures = [pool.submit(_make_video, cfg, i, name, p) for i, name, p in jobs]
             for done, fut in enumerate(as_completed(futures), start=1):
                 fut.result()
                 if progress is not None:
                     progress(done, len(jobs))
+        except BaseException:
+            # Ctrl-C or a failed video: drop the queued videos and wait only for the ones being
+            # written (a `with` block's shutdown would first make every queued video).
+            pool.shutdown(wait=True, cancel_futures=True)
+            raise
+        pool.shutdown(wait=True)
     # The manifest is written last: its presence means every video is there.
     manifest.write(out / "manifest.csv", classes_file="classes.txt")
     return manifest
