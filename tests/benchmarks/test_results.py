@@ -137,6 +137,16 @@ def test_every_script_writes_through_the_report(script):
     assert "json.dumps" not in src, script.name
 
 
+@pytest.mark.parametrize("script", SCRIPTS + [ROOT / "benchmarks/real_footage.py", ROOT / "benchmarks/__main__.py"],
+                         ids=lambda p: p.stem)
+def test_every_benchmark_module_imports(script):
+    """A benchmark that no longer imports (a helper moved away from under it) fails here, not on the
+    day someone runs it."""
+    import importlib
+
+    assert importlib.import_module(f"benchmarks.{script.stem}").__name__ == f"benchmarks.{script.stem}"
+
+
 def test_a_quick_bench_run_writes_valid_rows(tmp_path):
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
     out = tmp_path / "store.json"
