@@ -134,6 +134,16 @@ class TrainConfig(ProbeConfig):
         return [{"lr": float(lr), "wd": float(wd)} for lr in self.lrs for wd in self.wds]
 
 
+def _single_view_problems(pool: str, sample: str, probe: str) -> list[str]:
+    """The linear and MLP probes see one clip embedding at a time (or, with pool=mean, one per video)."""
+    p = []
+    if pool not in ("none", "mean"):
+        p.append(f"pool must be none or mean, got {pool!r}")
+    if sample != "clip":
+        p.append(f"the {probe} probe trains on single views: sample must be clip (use pool=mean for videos)")
+    return p
+
+
 @dataclass
 class LinearConfig(TrainConfig):
     """Linear probe: DINOv2-style bank of heads; 5 lrs x 4 wds = 20 heads by default."""
@@ -142,12 +152,7 @@ class LinearConfig(TrainConfig):
                                    "mean: one sample per video, the mean of its clip embeddings")
 
     def validate(self) -> list[str]:
-        p = super().validate()
-        if self.pool not in ("none", "mean"):
-            p.append(f"pool must be none or mean, got {self.pool!r}")
-        if self.sample != "clip":
-            p.append("the linear probe trains on single views: sample must be clip (use pool=mean for videos)")
-        return p
+        return super().validate() + _single_view_problems(self.pool, self.sample, "linear")
 
 
 @dataclass
@@ -166,11 +171,7 @@ class MLPConfig(TrainConfig):
             p.append(f"hidden must be >= 1, got {self.hidden}")
         if self.depth < 1:
             p.append(f"depth must be >= 1, got {self.depth}")
-        if self.pool not in ("none", "mean"):
-            p.append(f"pool must be none or mean, got {self.pool!r}")
-        if self.sample != "clip":
-            p.append("the MLP probe trains on single views: sample must be clip (use pool=mean for videos)")
-        return p
+        return p + _single_view_problems(self.pool, self.sample, "MLP")
 
 
 @dataclass
