@@ -174,6 +174,15 @@ def test_s3_urls_name_the_s3_extra(farms, manifest):
     _one_line(res, "s3fs", "pip install 'vidcache[s3]'")
 
 
+def test_s3_videos_name_the_s3_extra_before_any_store(farms, manifest, tmp_path):
+    remote = tmp_path / "remote.csv"
+    remote.write_text("path,label,split\ns3://bucket/a.mp4,a,train\ns3://bucket/b.mp4,b,train\n")
+    res = cli_base(farms["base"], ["extract", "clips", str(remote), "-o", str(tmp_path / "s.zarr"),
+                                   "--backbone", "tiny", "--protocol", "1x1"])
+    _one_line(res, "s3://bucket/a.mp4", "pip install 'vidcache[s3]'")
+    assert not (tmp_path / "s.zarr").exists()
+
+
 def test_torchcodec_decoder_names_the_torchcodec_extra(farms, manifest, tmp_path):
     res = cli_base(farms["base"], ["extract", "clips", str(manifest), "-o", str(tmp_path / "s.zarr"),
                                    "--backbone", "tiny", "--protocol", "1x1", "--decoder", "torchcodec"])

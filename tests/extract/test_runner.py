@@ -215,3 +215,26 @@ def test_a_block_off_the_protocol_is_refused_and_nothing_is_marked_done(tmp_path
     with pytest.raises(VidcacheError, match=words):
         run_extraction(job, corpus(tmp_path, [1, 2, 3]), url, workers=0)
     assert (Store.open(url).status() == PENDING).all()
+
+
+def test_remote_videos_without_their_filesystem_are_one_line_before_any_store(tmp_path, monkeypatch):
+    import fsspec
+
+    from vidcache.errors import DataError
+
+    real = fsspec.get_filesystem_class
+
+    def no_s3fs(proto):
+        if proto == "s3":
+            raise ImportError("Install s3fs to access S3")
+        return real(proto)
+
+    monkeypatch.setattr(fsspec, "get_filesystem_class", no_s3fs)
+    m = corpus(tmp_path, [1, 2])
+    m = Manifest([m.paths[0], "s3://bucket/a.mp4", "s3://bucket/b.mp4", "nosuchfs://x/c.mp4"], np.zeros(4, int),
+                 ["train"] * 4, ["a", "b"])
+    with pytest.raises(DataError) as err:
+        run_extraction(NumberJob(), m, str(tmp_path / "s.zarr"), workers=0)
+    assert str(err.value) == ("nosuchfs://x/c.mp4: unknown URL protocol nosuchfs:// (fsspec knows no such "
+                              "filesystem); s3://bucket/a.mp4: s3:// URLs need s3fs: pip install 'vidcache[s3]'")
+    assert not (tmp_path / "s.zarr").exists()

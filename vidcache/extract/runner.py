@@ -26,9 +26,9 @@ from vidcache.cache import DONE, FAILED, ArraySpec, Store
 from vidcache.cache.store import storage_errors
 from vidcache.device import resolve_device
 from vidcache.distributed import DistInfo, barrier, init_distributed
-from vidcache.errors import VidcacheError
+from vidcache.errors import DataError, VidcacheError
 from vidcache.extract.pool import TaskResult, WorkerPool
-from vidcache.video.decode import decode_problems, say_auto_fallback_once
+from vidcache.video.decode import decode_problems, remote_filesystem_problems, say_auto_fallback_once
 
 # Importable from here as before: the extraction entry points use them together with the runner.
 __all__ = ["Block", "DistInfo", "Job", "Summary", "decode_problems", "init_distributed", "open_store", "resolve_device",
@@ -205,6 +205,9 @@ def run_extractions(jobs: list[Job], manifest, outs: list[str], *, workers: int 
         if type(other) is not type(worker) or vars(other) != vars(worker):
             raise VidcacheError("jobs sharing one decode pass must preprocess videos identically "
                                 "(same protocol, clip length, stride, image size, mean/std, crop, decoder)")
+    missing = remote_filesystem_problems(manifest.paths)
+    if missing:  # before any store is created or written
+        raise DataError("; ".join(missing))
     dist = dist or DistInfo.from_env()
     t0 = time.perf_counter()
     writers = [_BlockWriter(job, open_store(job, manifest, out, overwrite=overwrite,

@@ -162,6 +162,31 @@ def torchcodec_installed() -> bool:
     return importlib.util.find_spec("torchcodec") is not None
 
 
+def remote_filesystem_problems(paths) -> list[str]:
+    """One line per URL protocol among `paths` whose fsspec filesystem cannot be loaded here.
+
+    Checked before an extraction starts, so a manifest of s3:// videos without s3fs is one line up
+    front rather than every video recorded as failed.
+    """
+    from vidcache.errors import missing_filesystem
+
+    first: dict[str, str] = {}
+    for path in paths:
+        if _is_remote(str(path)):
+            first.setdefault(str(path).split("://", 1)[0], str(path))
+    problems = []
+    for proto, path in sorted(first.items()):
+        import fsspec
+
+        try:
+            fsspec.get_filesystem_class(proto)
+        except ImportError as e:
+            problems.append(missing_filesystem(path, e))
+        except ValueError:
+            problems.append(f"{path}: unknown URL protocol {proto}:// (fsspec knows no such filesystem)")
+    return problems
+
+
 def decord_installed() -> bool:
     """Whether decord can be imported (a base requirement on x86_64 only), found without importing it."""
     import importlib.util
