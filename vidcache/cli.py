@@ -88,26 +88,11 @@ def progress_columns() -> list:
 
 @contextlib.contextmanager
 def progress_bar(description: str, total: int | None = None, unit: str = "videos") -> Iterator[Callable]:
-    """A rich progress bar with rate and ETA; yields `update(done, total=None, **fields)`."""
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
+    """vidcache.progress.progress_bar on the CLI's console, drawn on a terminal (or VIDCACHE_PROGRESS=1)."""
+    from vidcache.progress import progress_bar as bar
 
-    columns = [TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-               TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn()]
-    with Progress(*columns, console=console.real, transient=False, disable=not console.is_terminal
-                  and not _force_progress()) as bar:
-        task = bar.add_task(description, total=total, rate="")
-
-        def update(done: int, total: int | None = None, rate: str = "") -> None:
-            bar.update(task, completed=done, total=total if total is not None else bar.tasks[0].total,
-                       rate=rate)
-
+    with bar(description, total, console=console.real,
+             disable=not console.is_terminal and not _force_progress()) as update:
         yield update
 
 

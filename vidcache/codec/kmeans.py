@@ -23,6 +23,7 @@ import torch
 
 from vidcache.codec.config import DEVICES
 from vidcache.errors import ConfigError
+from vidcache.progress import progress_bar
 
 # Points assigned per search call: bounds the float32 copy and, on torch, the [batch, K] distances.
 SEARCH_BATCH = 65536
@@ -114,8 +115,7 @@ def kmeans(x: np.ndarray, k: int, niter: int = 20, seed: int = 0, device: str = 
     stats = {"objective": [], "empty_splits": 0, "seconds": 0.0, "backend": ""}
     t0 = time.perf_counter()
 
-    bar = _Progress(niter, f"k-means k={k} on {n:,} patches") if progress else None
-    try:
+    with progress_bar(f"k-means k={k} on {n:,} patches", niter, disable=not progress) as update:
         for it in range(niter):
             search = NearestCentroid(centroids, device)
             stats["backend"] = search.backend
@@ -135,11 +135,7 @@ def kmeans(x: np.ndarray, k: int, niter: int = 20, seed: int = 0, device: str = 
             new[nonempty] = (sums.numpy()[nonempty] / counts[nonempty, None]).astype(np.float32)
             stats["empty_splits"] += _split_empty(new, counts)
             centroids = new
-            if bar:
-                bar.step(f"mse {total / n:.5g}")
-    finally:
-        if bar:
-            bar.close()
+            update(it + 1, rate=f"mse {total / n:.5g}")
     stats["seconds"] = time.perf_counter() - t0
     return centroids, stats
 
@@ -159,27 +155,3 @@ def _split_empty(centroids: np.ndarray, counts: np.ndarray) -> int:
     return len(empty)
 
 
-class _Progress:
-    """A rich progress bar with ETA, one step per k-means iteration."""
-
-    def __init__(self, total: int, title: str):
-        from rich.progress import (
-            BarColumn,
-            MofNCompleteColumn,
-            Progress,
-            TextColumn,
-            TimeElapsedColumn,
-            TimeRemainingColumn,
-        )
-
-        self.p = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                          TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(),
-                          TextColumn("{task.fields[info]}"), transient=False)
-        self.p.start()
-        self.task = self.p.add_task(title, total=total, info="")
-
-    def step(self, info: str) -> None:
-        self.p.update(self.task, advance=1, info=info)
-
-    def close(self) -> None:
-        self.p.stop()

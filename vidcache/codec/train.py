@@ -21,6 +21,7 @@ from vidcache.codec.frames import patchify, preprocess_frames
 from vidcache.codec.kmeans import kmeans
 from vidcache.config import check
 from vidcache.errors import ConfigError, DataError, VidcacheError
+from vidcache.progress import track
 
 
 def training_digest(items: Iterable[tuple[str, Sequence[int]]]) -> str:
@@ -90,7 +91,7 @@ def train_codebook(manifest, cfg: CodecConfig, backend: str = "auto", progress: 
     failed: list[str] = []
 
     def frame_sets():
-        for i in _progress(rows, f"sampling frames from {len(rows)} {cfg.split} videos", progress):
+        for i in track(rows, f"sampling frames from {len(rows)} {cfg.split} videos", enabled=progress):
             path = manifest.paths[int(i)]
             try:
                 with open_video(path, backend=backend) as v:
@@ -110,11 +111,3 @@ def train_codebook(manifest, cfg: CodecConfig, backend: str = "auto", progress: 
                         n_train_videos=len(used), n_train_frames=sum(len(ix) for _, ix in used),
                         n_failed_videos=len(failed), manifest=getattr(manifest, "source", ""))
 
-
-def _progress(items, title: str, enabled: bool):
-    if not enabled:
-        yield from items
-        return
-    from rich.progress import track
-
-    yield from track(items, description=title)
