@@ -396,7 +396,7 @@ def test_segments_pos_embed_equals_jepa_clip_aggregation():
         segments_per_view(ProbeData(x, np.zeros(1), spatial=views), pos_embed=True)
 
 
-def test_segments_probe_equals_clip_probe_on_regrouped_tokens(make_clusters):
+def test_segments_probe_equals_clip_probe_on_regrouped_tokens(make_clusters, monkeypatch):
     """The segments mode is the clip mode on regrouped tokens: same training, same probabilities."""
     from vidcache.probe.attentive import segments_per_view
 
@@ -408,6 +408,19 @@ def test_segments_probe_equals_clip_probe_on_regrouped_tokens(make_clusters):
     b = AttentiveProbe(AttentiveConfig(sample="clip", **kw)).fit(segments_per_view(tr), segments_per_view(va))
     np.testing.assert_allclose(a.predict(va), b.predict(segments_per_view(va)), rtol=1e-6, atol=1e-7)
     # fit's val metrics score the split as given (regrouped once, softmax over the spatial views)
+    prepared = []
+    real_prepare = AttentiveProbe.prepare
+
+    def prepare_once(self, data):
+        assert all(data is not p for p in prepared), "a split was prepared twice (views regrouped again)"
+        out = real_prepare(self, data)
+        prepared.append(out)
+        return out
+
+    monkeypatch.setattr(AttentiveProbe, "prepare", prepare_once)
+    AttentiveProbe(AttentiveConfig(sample="segments", **kw)).fit(tr, va)
+    monkeypatch.undo()
+    assert len(prepared) >= 2
     probs = a.result.scores(segments_per_view(va), [a.result.best])[0]
     assert a.metrics["val"]["top1"] == classification_metrics(probs, va.y)["top1"]
     assert a.metrics["val"]["top1"] == a.result.val[a.result.best]["top1"]
