@@ -145,3 +145,32 @@ def test_prune_takes_durations(capsys, tmp_path):
     assert code == 0 and "nothing to prune" in out
     code, _, err = run_main(capsys, "cache", "prune", tmp_path, "--older-than", "-1d")
     assert code == 2 and "must be a finite age >= 0" in err
+
+
+def test_an_error_is_the_last_line_even_with_io_left_pending(tmp_path):
+    """A remote store that fails mid-write leaves asyncio writes pending (zarr over s3fs); at exit
+    they must not add "Task was destroyed" or an "Exception ignored" traceback after the one line."""
+    import subprocess
+    import sys
+
+    code = f"""
+import asyncio
+from vidcache.cli import main
+
+class Unraisable:
+    def __del__(self):
+        raise ValueError("raised while being torn down")
+
+async def write_forever():
+    await asyncio.sleep(3600)
+
+loop = asyncio.new_event_loop()
+pending = loop.create_task(write_forever())
+loop.run_until_complete(asyncio.sleep(0))  # the write has started and never finishes
+leak = [Unraisable()]
+leak.append(leak)  # a cycle: collected, and its __del__ raises, after main has exited
+main(["cache", "info", {str(tmp_path / 'missing.zarr')!r}])
+"""
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    lines = r.stderr.strip().splitlines()
+    assert r.returncode == 2 and len(lines) == 1 and lines[0].startswith("error: "), r.stderr

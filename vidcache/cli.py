@@ -1053,14 +1053,27 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(EXIT_USAGE)
     except KeyboardInterrupt:  # Ctrl-C outside a command
         console.print(INTERRUPTED, markup=False, highlight=False)
+        _quiet_shutdown()
         sys.exit(130)
     if code == 130:
         console.print(INTERRUPTED, markup=False, highlight=False)
+        _quiet_shutdown()
     sys.exit(code if isinstance(code, int) else 0)
 
 
 def _error_line(text: str) -> None:
     console.print(f"error: {' '.join(text.split())}", markup=False, highlight=False, soft_wrap=True)
+    _quiet_shutdown()
+
+
+def _quiet_shutdown() -> None:
+    """Nothing after the one line. A remote store that failed mid-write leaves zarr's asyncio writes
+    pending; they are torn down at exit, and asyncio's logger ("Task was destroyed but it is
+    pending!") and the unraisable hook ("Exception ignored in ...", a traceback) would print them."""
+    import logging
+
+    logging.getLogger("asyncio").disabled = True
+    sys.unraisablehook = lambda unraisable: None
 
 
 if __name__ == "__main__":
