@@ -158,7 +158,9 @@ def curve_data(rows: list[dict], x: str) -> dict[str, dict]:
                          and not (logx and r[x] <= 0))
             if pts:
                 runs[run] = pts
-            init.update({run: r["metric"] for r in pr if logx and r["run"] == run and r.get(x) == 0})
+            at_zero = [r["metric"] for r in pr if logx and r["run"] == run and r.get(x) == 0]
+            if at_zero:  # the run's initialisation (0 pretraining FLOPs): no point on a log axis
+                init[run] = at_zero[-1]
         out[probe] = {"runs": runs, "init": init,
                       "flat": [(r["checkpoint"], r["metric"]) for r in pr if r.get(x) is None]}
     return out

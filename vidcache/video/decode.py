@@ -174,10 +174,12 @@ def remote_filesystem_problems(paths) -> list[str]:
     for path in paths:
         if _is_remote(str(path)):
             first.setdefault(str(path).split("://", 1)[0], str(path))
+    if not first:
+        return []
+    import fsspec
+
     problems = []
     for proto, path in sorted(first.items()):
-        import fsspec
-
         try:
             fsspec.get_filesystem_class(proto)
         except ImportError as e:
